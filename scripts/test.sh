@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test Tasker has: the Rust workspace (unit, property, conformance and integration
+# tests) against SQLite always and against a throwaway PostgreSQL when one can be started.
+#
+#   scripts/test.sh              # what a developer runs
+#   TASKER_REQUIRE_POSTGRES=1 scripts/test.sh   # what CI runs: a missing PostgreSQL fails
+#   TASKER_TEST_POSTGRES_URL=postgres://... scripts/test.sh   # use an existing server
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+run_rust_tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+  else
+    echo "note: cargo-nextest not found; using cargo test (slower, same tests)" >&2
+    cargo test --workspace --no-fail-fast --lib --bins --tests
+  fi
+  cargo test --workspace --doc
+}
+
+if [ -x scripts/with-postgres.sh ]; then
+  export -f run_rust_tests
+  scripts/with-postgres.sh bash -c run_rust_tests
+else
+  run_rust_tests
+fi
