@@ -361,9 +361,11 @@ pub struct TransitionError {
 
 /// What the three state types have in common, so tables and documentation can be produced for
 /// any of them.
-pub trait StateMachine: Copy + Eq + fmt::Debug + fmt::Display + Send + Sync + 'static {
+pub trait StateMachine:
+    Copy + Eq + std::hash::Hash + fmt::Debug + fmt::Display + Send + Sync + 'static
+{
     /// The machine's events.
-    type Event: Copy + Eq + fmt::Debug + fmt::Display + Send + Sync + 'static;
+    type Event: Copy + Eq + std::hash::Hash + fmt::Debug + fmt::Display + Send + Sync + 'static;
 
     /// Which machine this is.
     const MACHINE: Machine;
