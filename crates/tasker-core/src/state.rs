@@ -91,8 +91,10 @@ pub enum StepState {
 #[serde(rename_all = "snake_case")]
 pub enum BatchState {
     /// Recorded in the store, not yet sent. Moved out by the engine dispatcher once the batch is
-    /// handed to the transport (`publish`) or the send fails (`fail`), or by an operator
-    /// cancelling the task (`cancel`).
+    /// handed to the transport (`publish`) or the send fails (`fail`), by the orphan reaper when it
+    /// finds the batch unsent after a restart (`fail`), or by an operator cancelling the task
+    /// (`cancel`). The dispatcher must record `publish` before result intake can see a result
+    /// for the batch: a result for a `created` batch is refused.
     Created,
     /// Sent to a worker. Moved out by result intake when the first partial result arrives
     /// (`receive_result`) or the batch completion arrives (`complete`), by the orphan reaper when
@@ -151,8 +153,9 @@ pub enum StepEvent {
     /// kept; a pending step is always ready (given its parents), so this grants one more attempt
     /// even when retries were exhausted or the step is not retryable.
     Retry,
-    /// The batch never reached a worker (send failed, or found unpublished after a restart):
-    /// `in_progress → pending`. Driven by the engine dispatcher; the attempt does not count.
+    /// The batch never reached a worker: `in_progress → pending`. Driven by the engine dispatcher
+    /// when the send fails, or by the orphan reaper when it finds a batch still `created` after a
+    /// restart. The attempt does not count (see [`crate::readiness::StepView::attempts`]).
     Requeue,
     /// An operator cancelled the step or its task: any non-terminal state `→ cancelled`.
     Cancel,
@@ -174,8 +177,9 @@ pub enum BatchEvent {
     ReceiveResult,
     /// The batch completion arrived: `published | executing → completed`. Driven by result intake.
     Complete,
-    /// The batch cannot finish: `created → failed` when the send fails (dispatcher),
-    /// `published | executing → failed` when its worker is lost (orphan reaper).
+    /// The batch cannot finish: `created → failed` when the send fails (dispatcher) or the batch
+    /// is found unsent after a restart (orphan reaper); `published | executing → failed` when its
+    /// worker is lost (orphan reaper).
     Fail,
     /// The batch's deadline passed: `published | executing → timed_out`. Driven by the timeout
     /// reaper.
@@ -382,8 +386,8 @@ pub trait StateMachine:
     /// Whether no event can move this state any more (except idempotent repeats).
     fn is_terminal(self) -> bool;
 
-    /// Who drives `event`, in a few words, for documentation.
-    fn driven_by(event: Self::Event) -> &'static str;
+    /// Who drives `event` out of state `from`, in a few words, for documentation.
+    fn driven_by(from: Self, event: Self::Event) -> &'static str;
 }
 
 /// Shared tail of every `transition`: allowed → changed; event's own target → unchanged; else an
@@ -621,7 +625,7 @@ impl StateMachine for TaskState {
         TaskState::is_terminal(self)
     }
 
-    fn driven_by(event: TaskEvent) -> &'static str {
+    fn driven_by(_from: Self, event: TaskEvent) -> &'static str {
         match event {
             TaskEvent::Start => "engine dispatcher (first dispatch)",
             TaskEvent::Complete | TaskEvent::Fail => "finalizer, after result intake",
@@ -646,12 +650,15 @@ impl StateMachine for StepState {
         StepState::is_terminal(self)
     }
 
-    fn driven_by(event: StepEvent) -> &'static str {
+    fn driven_by(from: Self, event: StepEvent) -> &'static str {
         match event {
-            StepEvent::Dispatch => "engine dispatcher, when readiness allows",
+            StepEvent::Dispatch if from == StepState::Error => {
+                "engine dispatcher, a retry once readiness allows"
+            }
+            StepEvent::Dispatch => "engine dispatcher, once readiness allows",
             StepEvent::Succeed => "result intake",
             StepEvent::Fail => "result intake, timeout reaper, orphan reaper",
-            StepEvent::Requeue => "engine dispatcher (batch never delivered)",
+            StepEvent::Requeue => "engine dispatcher or orphan reaper (batch never sent)",
             StepEvent::Retry | StepEvent::Cancel | StepEvent::ResolveManually => "operator",
         }
     }
@@ -672,11 +679,14 @@ impl StateMachine for BatchState {
         BatchState::is_terminal(self)
     }
 
-    fn driven_by(event: BatchEvent) -> &'static str {
+    fn driven_by(from: Self, event: BatchEvent) -> &'static str {
         match event {
             BatchEvent::Publish => "engine dispatcher",
             BatchEvent::ReceiveResult | BatchEvent::Complete => "result intake",
-            BatchEvent::Fail => "engine dispatcher (send failed), orphan reaper (worker lost)",
+            BatchEvent::Fail if from == BatchState::Created => {
+                "engine dispatcher (send failed), orphan reaper (never sent, found after restart)"
+            }
+            BatchEvent::Fail => "orphan reaper (worker lost)",
             BatchEvent::TimeOut => "timeout reaper",
             BatchEvent::Cancel => "operator",
         }
@@ -718,7 +728,7 @@ pub fn markdown_table<S: StateMachine>() -> String {
             edge.from,
             edge.event,
             edge.to,
-            S::driven_by(edge.event)
+            S::driven_by(edge.from, edge.event)
         );
     }
     out
