@@ -134,7 +134,10 @@ async fn many_frames_arrive_in_order_both_ways() {
         guarded("send", router.send(&peer, i.to_be_bytes().to_vec()))
             .await
             .unwrap();
-        assert_eq!(next_dealer_message(&mut dealer_events).await, i.to_be_bytes());
+        assert_eq!(
+            next_dealer_message(&mut dealer_events).await,
+            i.to_be_bytes()
+        );
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tasker_transport::{
-    DealerConnection, DealerEvent, DealerEvents, DealerHandle, DealerOptions, FrameError,
-    Inbound, RouterEndpoint, RouterEvent, RouterEvents, RouterHandle, RouterOptions,
+    DealerConnection, DealerEvent, DealerEvents, DealerHandle, DealerOptions, FrameError, Inbound,
+    RouterEndpoint, RouterEvent, RouterEvents, RouterHandle, RouterOptions,
 };
 
 /// Upper bound on any single wait; reaching it means the test failed.
