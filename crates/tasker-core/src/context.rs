@@ -36,7 +36,7 @@ impl ContextValidator {
             .build(schema)
             .map_err(|error| TemplateError::InvalidContextSchema {
                 pointer: error.instance_path().as_str().to_owned(),
-                message: error.to_string(),
+                message: schema_error_message(&error),
             })?;
         Ok(Self {
             validator: Some(validator),
@@ -87,6 +87,23 @@ impl ContextValidator {
         self.validator
             .as_ref()
             .is_none_or(|validator| validator.is_valid(context))
+    }
+}
+
+/// The message for a schema that does not compile. An unresolvable `$ref` gets a hint instead of
+/// the library's remark about its HTTP feature.
+fn schema_error_message(error: &jsonschema::ValidationError<'_>) -> String {
+    let message = error.to_string();
+    if matches!(error.kind(), ValidationErrorKind::Referencing(_)) {
+        let reason = message
+            .split_once(" and retrieving it failed")
+            .map_or(message.as_str(), |(reason, _)| reason);
+        format!(
+            "{reason}; Tasker never fetches schemas, so embed referenced definitions (under \
+             `$defs`) in the context_schema itself"
+        )
+    } else {
+        message
     }
 }
 

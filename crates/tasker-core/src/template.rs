@@ -221,7 +221,7 @@ impl TaskTemplate {
         check_name("namespace", &document.namespace)?;
         let version = TemplateVersion::parse(&document.version)?;
         if let Some(backoff) = &document.backoff {
-            check_backoff("template", backoff)?;
+            check_backoff("the template", backoff)?;
         }
         if document.steps.is_empty() {
             return Err(TemplateError::EmptySteps);
@@ -433,8 +433,8 @@ fn check_handler_class(step: &str, value: &str) -> Result<(), TemplateError> {
         None
     };
     match reason {
-        Some(reason) => Err(TemplateError::InvalidName {
-            what: format!("handler_class of step `{step}`"),
+        Some(reason) => Err(TemplateError::InvalidHandlerClass {
+            step: step.to_owned(),
             value: value.to_owned(),
             reason,
         }),

@@ -5,8 +5,8 @@ use std::fmt;
 /// Why a task template was rejected. Each variant is one kind of problem, and its message names
 /// the culprit: the step, the key, the cycle, or the line and column in the YAML.
 ///
-/// Locations such as `step \`reserve_inventory\` (steps[1])` come from the YAML path of the
-/// problem; `template` means the top level of the document.
+/// Locations such as ``step `reserve_inventory` (steps[1])`` come from the YAML path of the
+/// problem; `the template` means the top level of the document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     /// The text is not YAML (a syntax error), or is empty.
@@ -60,12 +60,22 @@ pub enum TemplateError {
         /// Where the value is in the YAML.
         position: Position,
     },
-    /// A name (template name, namespace, step name, environment name, handler class) that is
-    /// empty or contains characters that are not allowed.
+    /// A name (template name, namespace, step name, environment name) that is empty or contains
+    /// characters that are not allowed.
     #[error("invalid {what} {value:?}: {reason}")]
     InvalidName {
-        /// Which name, e.g. ``step name`` or ``handler_class of step `a` ``.
+        /// Which name, e.g. `step name` or `namespace`.
         what: String,
+        /// The rejected value.
+        value: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// A `handler_class` that is empty or contains whitespace or control characters.
+    #[error("invalid handler_class {value:?} for step `{step}`: {reason}")]
+    InvalidHandlerClass {
+        /// The step.
+        step: String,
         /// The rejected value.
         value: String,
         /// The rule it breaks.
@@ -125,7 +135,8 @@ pub enum TemplateError {
     /// `context_schema` is not a valid JSON Schema (or refers to something that cannot be
     /// resolved offline).
     #[error(
-        "context_schema is not a valid JSON Schema: {message} (at schema location `{pointer}`)"
+        "context_schema is not a valid JSON Schema: {message}{}",
+        schema_location(pointer)
     )]
     InvalidContextSchema {
         /// JSON pointer into the schema where the problem is (empty for the whole schema).
@@ -156,7 +167,7 @@ pub enum TemplateError {
     /// A backoff policy with impossible settings.
     #[error("invalid backoff for {location}: {reason}")]
     InvalidBackoff {
-        /// `template` or the step, as for [`TemplateError::InvalidRetryLimit`].
+        /// `the template` or the step, as for [`TemplateError::InvalidRetryLimit`].
         location: String,
         /// Which setting is wrong and why.
         reason: String,
@@ -171,6 +182,14 @@ pub enum TemplateError {
         /// The unknown step name.
         step: String,
     },
+}
+
+fn schema_location(pointer: &str) -> String {
+    if pointer.is_empty() {
+        String::new()
+    } else {
+        format!(" (at `{pointer}` in the schema)")
+    }
 }
 
 /// A line and column in the YAML text, both counted from 1.
@@ -253,10 +272,21 @@ impl TemplateError {
         }
         Self::InvalidValue {
             location,
-            message: message.to_owned(),
+            message: plain_type_names(message),
             position,
         }
     }
+}
+
+/// Replaces Rust type names in serde's "expected …" wording with words.
+fn plain_type_names(message: &str) -> String {
+    message
+        .replace(
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        )
+        .replace("expected u64", "expected a whole number, 0 or more")
+        .replace("expected f64", "expected a number")
 }
 
 /// Removes every ` at line L column C` that `serde_norway` inserts; the position is reported
@@ -307,7 +337,7 @@ fn backticked_after(message: &str, prefix: &str) -> Option<String> {
 /// ``field `retry_limit` of step `reserve_inventory` (steps[1])``.
 fn describe_path(path: &str, document: Option<&serde_norway::Value>) -> String {
     if path.is_empty() || path == "." {
-        return "template".to_owned();
+        return "the template".to_owned();
     }
     if let Some(rest) = path.strip_prefix("steps[")
         && let Some((index, tail)) = rest.split_once(']')
@@ -368,7 +398,7 @@ mod tests {
 
     #[test]
     fn describes_paths() {
-        assert_eq!(describe_path(".", None), "template");
+        assert_eq!(describe_path(".", None), "the template");
         assert_eq!(describe_path("steps[2]", None), "steps[2]");
         assert_eq!(
             describe_path("steps[2].backoff", None),
