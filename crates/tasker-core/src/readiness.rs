@@ -80,10 +80,10 @@ impl StepView {
         self.retryable && self.attempts < self.retry_limit
     }
 
-    /// Why the step is permanently failed, or `None` when it is not (only a step in `error`
-    /// without an allowed retry is). `NonRetryable` wins when both reasons apply.
+    /// Why the step is permanently failed, or `None` when it is not: only a step in `error`,
+    /// without an allowed retry and not in flight, is. `NonRetryable` wins when both reasons apply.
     pub fn permanent_failure(&self) -> Option<FailureReason> {
-        if self.state != StepState::Error || self.retry_allowed() {
+        if self.state != StepState::Error || self.retry_allowed() || self.in_flight {
             None
         } else if !self.retryable {
             Some(FailureReason::NonRetryable)
