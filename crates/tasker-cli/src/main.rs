@@ -1,1 +1,39 @@
-fn main() {}
+//! The `tasker` binary: parses arguments, sets up logging, and runs the chosen command.
+
+mod args;
+mod template_validate;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use args::{Cli, Command, TemplateCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(io::stderr)
+        .init();
+    let outcome = match cli.command {
+        Command::Template {
+            command: TemplateCommand::Validate(validate),
+        } => template_validate::run(
+            &validate,
+            &mut io::stdout().lock(),
+            &mut io::stderr().lock(),
+        ),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            // Writing to stderr failed too if this fails; there is nowhere left to report it.
+            let _ = writeln!(io::stderr(), "error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
