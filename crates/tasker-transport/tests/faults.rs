@@ -1,7 +1,7 @@
 //! Bad frames, absent peers, full queues, bad endpoints: each is reported clearly, and the
 //! connection keeps working afterwards.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, reason = "a test should fail loudly on any error")]
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! Frames travel DEALER → ROUTER → DEALER over every transport, and reach the right peer.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, reason = "a test should fail loudly on any error")]
 
 mod support;
 

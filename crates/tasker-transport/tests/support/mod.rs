@@ -1,7 +1,8 @@
 //! Shared helpers for the transport's socket tests. Every wait is bounded by a timeout that only
 //! guards against a hang; the tests wait on events, never on the clock.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, reason = "each test binary uses a subset of the helpers")]
+#![allow(clippy::unwrap_used, reason = "a test should fail loudly on any error")]
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
