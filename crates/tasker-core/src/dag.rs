@@ -279,6 +279,8 @@ pub fn find_cycle(parents: &[Vec<usize>]) -> Option<Vec<usize>> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use proptest::prelude::*;
+
     use super::*;
 
     /// a(0) -> b(1), c(2) -> d(3)
@@ -381,6 +383,86 @@ mod tests {
         assert!(dag.is_empty());
         assert!(dag.roots().is_empty());
         assert!(dag.topological_order().is_empty());
+    }
+
+    /// Random DAGs: a random lower-triangular parent relation, relabelled by a random
+    /// permutation so that parents are not always listed first.
+    fn random_dag() -> impl Strategy<Value = Vec<Vec<usize>>> {
+        (1usize..24)
+            .prop_flat_map(|n| {
+                (
+                    prop::collection::vec(prop::collection::vec(any::<bool>(), n), n),
+                    Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
+                )
+            })
+            .prop_map(|(edges, label)| {
+                let mut parents = vec![Vec::new(); label.len()];
+                for (child, row) in edges.iter().enumerate() {
+                    for (parent, &edge) in row.iter().enumerate().take(child) {
+                        if edge {
+                            parents[label[child]].push(label[parent]);
+                        }
+                    }
+                }
+                parents
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn random_dags_are_consistent(parents in random_dag()) {
+            let dag = StepDag::from_parents(parents.clone()).unwrap();
+            let n = parents.len();
+            // The topological order is a permutation with every parent before its child.
+            let mut position = vec![usize::MAX; n];
+            for (at, &step) in dag.topological_order().iter().enumerate() {
+                prop_assert_eq!(position[step], usize::MAX);
+                position[step] = at;
+            }
+            for step in 0..n {
+                for &parent in dag.parents(step) {
+                    prop_assert!(position[parent] < position[step]);
+                    prop_assert!(dag.children(parent).contains(&step));
+                }
+                prop_assert_eq!(dag.parents(step).is_empty(), dag.roots().contains(&step));
+                prop_assert_eq!(dag.children(step).is_empty(), dag.leaves().contains(&step));
+                // Ancestors and descendants mirror each other and exclude the step itself.
+                for other in 0..n {
+                    prop_assert_eq!(
+                        dag.ancestors(step).contains(&other),
+                        dag.descendants(other).contains(&step)
+                    );
+                }
+                prop_assert!(!dag.ancestors(step).contains(&step));
+            }
+        }
+
+        #[test]
+        fn a_back_edge_is_reported_as_a_real_cycle(parents in random_dag(), pick in any::<usize>()) {
+            let dag = StepDag::from_parents(parents.clone()).unwrap();
+            // Any step with a descendant: making it depend on that descendant closes a cycle.
+            let candidates: Vec<(usize, usize)> = (0..parents.len())
+                .flat_map(|step| dag.descendants(step).into_iter().map(move |d| (step, d)))
+                .collect();
+            prop_assume!(!candidates.is_empty());
+            let (step, descendant) = candidates[pick % candidates.len()];
+            let mut cyclic = parents.clone();
+            cyclic[step].push(descendant);
+            let Err(DagError::Cycle { path }) = StepDag::from_parents(cyclic.clone()) else {
+                return Err(TestCaseError::fail("expected a cycle"));
+            };
+            prop_assert!(path.len() >= 3);
+            prop_assert_eq!(path.first(), path.last());
+            prop_assert_eq!(path[0], *path.iter().min().unwrap());
+            for pair in path.windows(2) {
+                prop_assert!(cyclic[pair[0]].contains(&pair[1]), "{:?} is not an edge", pair);
+            }
+            let inner = &path[..path.len() - 1];
+            let mut unique = inner.to_vec();
+            unique.sort_unstable();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), inner.len());
+        }
     }
 
     #[test]

@@ -34,6 +34,11 @@
 //! version, settings, dependency graph, context schema and every environment's overrides have all
 //! been checked. Reading the file is the caller's job (this crate does no I/O).
 //!
+//! Shared settings can be written once with YAML anchors and merge keys: define the anchor on a
+//! step, or under a top-level key starting with `x-` (ignored otherwise), and merge it with
+//! `<<: *name`. Problems in such a document are reported without line and column (the merge is
+//! expanded before the shape is read), but still with the step and key.
+//!
 //! Rejections are [`TemplateError`]s whose messages name the culprit. Checks run in a fixed order
 //! and the first problem found is reported: YAML syntax, then the shape (missing, unknown,
 //! duplicate or mistyped keys, with line and column), then names and version, the template's
@@ -55,6 +60,7 @@ use crate::dag::{DagError, StepDag};
 use document::{StepDocument, TemplateDocument};
 
 pub use document::{EnvironmentOverrides, StepOverride};
+use error::YamlPass;
 pub use error::{Position, TemplateError};
 pub use version::TemplateVersion;
 
@@ -113,7 +119,7 @@ impl TaskTemplate {
     /// A [`TemplateError`] naming the first problem found (see the module docs for the order).
     pub fn from_yaml_str(yaml: &str) -> Result<Self, TemplateError> {
         let value: serde_norway::Value = serde_norway::from_str(yaml)
-            .map_err(|error| TemplateError::from_yaml(&error, None, true))?;
+            .map_err(|error| TemplateError::from_yaml(&error, None, YamlPass::Parse))?;
         if value.is_null() {
             return Err(TemplateError::Yaml {
                 position: Position { line: 1, column: 1 },
@@ -122,8 +128,19 @@ impl TaskTemplate {
                     .to_owned(),
             });
         }
-        let document: TemplateDocument = serde_norway::from_str(yaml)
-            .map_err(|error| TemplateError::from_yaml(&error, Some(&value), false))?;
+        let document: TemplateDocument = match normalize(&value)? {
+            None => serde_norway::from_str(yaml)
+                .map_err(|error| TemplateError::from_yaml(&error, Some(&value), YamlPass::Shape))?,
+            Some(normalized) => {
+                // Re-read the expanded document as text, so errors still carry their YAML path.
+                let text = serde_norway::to_string(&normalized).map_err(|error| {
+                    TemplateError::from_yaml(&error, None, YamlPass::ShapeOfNormalized)
+                })?;
+                serde_norway::from_str(&text).map_err(|error| {
+                    TemplateError::from_yaml(&error, Some(&normalized), YamlPass::ShapeOfNormalized)
+                })?
+            }
+        };
         Self::from_document(document)
     }
 
@@ -349,6 +366,20 @@ impl<'de> Deserialize<'de> for TaskTemplate {
         let document = TemplateDocument::deserialize(deserializer)?;
         Self::from_document(document).map_err(serde::de::Error::custom)
     }
+}
+
+/// Expands YAML merge keys (`<<: *anchor`) and drops top-level keys starting with `x-` (places
+/// to define anchors). Returns `None` when the document has neither, so it can be read straight
+/// from its text with exact positions.
+fn normalize(value: &serde_norway::Value) -> Result<Option<serde_norway::Value>, TemplateError> {
+    let mut normalized = value.clone();
+    if let serde_norway::Value::Mapping(mapping) = &mut normalized {
+        mapping.retain(|key, _| !key.as_str().is_some_and(|key| key.starts_with("x-")));
+    }
+    normalized
+        .apply_merge()
+        .map_err(|error| TemplateError::from_yaml(&error, None, YamlPass::ShapeOfNormalized))?;
+    Ok((normalized != *value).then_some(normalized))
 }
 
 /// Applies one environment's override to a step.
@@ -728,6 +759,77 @@ environments:
         assert!(check_name("step name", "überprüfen_2.v-1").is_ok());
         let error = check_name("namespace", "a/b").unwrap_err();
         assert!(error.to_string().contains("'/'"), "{error}");
+    }
+
+    #[test]
+    fn merge_keys_share_settings_and_step_keys_win() {
+        let yaml = "
+name: merged
+namespace: tests
+version: 1.0.0
+x-step-defaults: &defaults
+  handler_class: tasker.test
+  retry_limit: 5
+  handler_config: { region: eu }
+steps:
+  - name: a
+    <<: *defaults
+  - <<: *defaults
+    name: b
+    depends_on: [a]
+    retry_limit: 2
+";
+        let template = TaskTemplate::from_yaml_str(yaml).unwrap();
+        let a = template.step("a").unwrap();
+        assert_eq!(a.handler_class, "tasker.test");
+        assert_eq!(a.retry_limit, 5);
+        assert_eq!(a.handler_config["region"], json!("eu"));
+        assert_eq!(template.step("b").unwrap().retry_limit, 2);
+    }
+
+    #[test]
+    fn errors_in_merged_documents_name_the_step_without_a_position() {
+        let yaml = "
+name: merged
+namespace: tests
+version: 1.0.0
+steps:
+  - &first
+    name: a
+    handler_class: tasker.test
+  - <<: *first
+    name: b
+    retry_limt: 1
+";
+        let error = TaskTemplate::from_yaml_str(yaml).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                TemplateError::UnknownKey { key, location, position: None, .. }
+                    if key == "retry_limt" && location == "step `b` (steps[1])"
+            ),
+            "{error:?}"
+        );
+        assert!(!error.to_string().contains("line"), "{error}");
+    }
+
+    #[test]
+    fn x_keys_are_only_ignored_at_the_top_level() {
+        let yaml = "
+name: n
+namespace: tests
+version: 1.0.0
+x-notes: anything
+steps:
+  - name: a
+    handler_class: tasker.test
+    x-notes: not here
+";
+        let error = TaskTemplate::from_yaml_str(yaml).unwrap_err();
+        assert!(
+            matches!(&error, TemplateError::UnknownKey { key, .. } if key == "x-notes"),
+            "{error}"
+        );
     }
 
     #[test]

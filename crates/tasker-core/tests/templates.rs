@@ -247,7 +247,7 @@ fn missing_field_names_the_field_and_the_step() {
         TemplateError::MissingField {
             field: "handler_class".to_owned(),
             location: "step `reserve_inventory` (steps[1])".to_owned(),
-            position: Position { line: 8, column: 5 },
+            position: Some(Position { line: 8, column: 5 }),
         },
         "{message}"
     );
@@ -282,7 +282,7 @@ fn unknown_step_key_names_key_step_and_position() {
     assert_eq!(key, "retry_limt");
     assert_eq!(location, "step `validate_order` (steps[0])");
     assert!(expected.contains("`retry_limit`"), "{expected}");
-    assert_eq!(position, Position { line: 8, column: 5 });
+    assert_eq!(position, Some(Position { line: 8, column: 5 }));
     assert_mentions(
         &message,
         &[
@@ -340,7 +340,11 @@ fn duplicate_key_is_named() {
 #[test]
 fn wrong_type_names_field_and_expectation() {
     let (error, message) = reject("wrong_type.yaml");
-    let TemplateError::InvalidValue { position, .. } = &error else {
+    let TemplateError::InvalidValue {
+        position: Some(position),
+        ..
+    } = &error
+    else {
         panic!("wrong variant: {message}");
     };
     assert_eq!(position.line, 8);

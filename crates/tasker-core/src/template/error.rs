@@ -18,17 +18,18 @@ pub enum TemplateError {
         message: String,
     },
     /// A required key is absent.
-    #[error("{location} is missing required field `{field}` ({position})")]
+    #[error("{location} is missing required field `{field}`{}", at(*position))]
     MissingField {
         /// The missing key.
         field: String,
         /// The mapping that lacks it, e.g. ``step `ship_order` (steps[3])``.
         location: String,
-        /// Where that mapping is in the YAML.
-        position: Position,
+        /// Where that mapping is in the YAML. `None` when the
+        /// document uses merge keys or `x-` keys (see [`crate::template`]).
+        position: Option<Position>,
     },
     /// A key that the template format does not have (usually a typo).
-    #[error("unknown key `{key}` in {location} ({position}); expected {expected}")]
+    #[error("unknown key `{key}` in {location}{}; expected {expected}", at(*position))]
     UnknownKey {
         /// The unexpected key.
         key: String,
@@ -36,29 +37,32 @@ pub enum TemplateError {
         location: String,
         /// The keys allowed there, as the parser lists them.
         expected: String,
-        /// Where the key is in the YAML.
-        position: Position,
+        /// Where the key is in the YAML. `None` when the
+        /// document uses merge keys or `x-` keys (see [`crate::template`]).
+        position: Option<Position>,
     },
     /// The same key appears twice in one mapping.
-    #[error("duplicate key `{key}` in {location} ({position})")]
+    #[error("duplicate key `{key}` in {location}{}", at(*position))]
     DuplicateKey {
         /// The repeated key.
         key: String,
         /// The mapping that holds it.
         location: String,
-        /// Where the repetition is in the YAML.
-        position: Position,
+        /// Where the repetition is in the YAML. `None` when the
+        /// document uses merge keys or `x-` keys (see [`crate::template`]).
+        position: Option<Position>,
     },
     /// A value has the wrong type or is out of its type's range (`retry_limit: -1`,
     /// `steps: {}`, `handler_config: [1]`).
-    #[error("invalid value for {location} ({position}): {message}")]
+    #[error("invalid value for {location}{}: {message}", at(*position))]
     InvalidValue {
         /// The key whose value is wrong.
         location: String,
         /// What was expected and what was found.
         message: String,
-        /// Where the value is in the YAML.
-        position: Position,
+        /// Where the value is in the YAML. `None` when the
+        /// document uses merge keys or `x-` keys (see [`crate::template`]).
+        position: Option<Position>,
     },
     /// A name (template name, namespace, step name, environment name) that is empty or contains
     /// characters that are not allowed.
@@ -192,6 +196,23 @@ fn schema_location(pointer: &str) -> String {
     }
 }
 
+/// ` (line L, column C)`, or nothing without a position.
+fn at(position: Option<Position>) -> String {
+    position.map_or_else(String::new, |position| format!(" ({position})"))
+}
+
+/// Which pass over the YAML produced an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum YamlPass {
+    /// Parsing the text into a YAML value: errors are syntax errors (or duplicate keys).
+    Parse,
+    /// Reading the template's shape from the original text: positions are accurate.
+    Shape,
+    /// Reading the shape from text regenerated after expanding merge keys: positions would point
+    /// into the regenerated text, so none are reported.
+    ShapeOfNormalized,
+}
+
 /// A line and column in the YAML text, both counted from 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
@@ -214,20 +235,22 @@ impl TemplateError {
     /// path (`steps[1].retry_limit`) is absent at the top level and the message is serde's
     /// standard wording (`missing field `x``, `unknown field `x`, expected …`). The classification
     /// reads that wording; anything it does not recognise becomes [`TemplateError::InvalidValue`]
-    /// (or [`TemplateError::Yaml`] when `syntax` says the text did not even parse).
+    /// (or [`TemplateError::Yaml`] when the text did not even parse).
     /// `document` is the already-parsed YAML, when there is one, used to name steps by their
     /// `name` instead of their index.
     pub(crate) fn from_yaml(
         error: &serde_norway::Error,
         document: Option<&serde_norway::Value>,
-        syntax: bool,
+        pass: YamlPass,
     ) -> Self {
-        let position = error
-            .location()
-            .map_or(Position { line: 1, column: 1 }, |location| Position {
-                line: location.line(),
-                column: location.column(),
-            });
+        let parser_position =
+            error
+                .location()
+                .map_or(Position { line: 1, column: 1 }, |location| Position {
+                    line: location.line(),
+                    column: location.column(),
+                });
+        let position = (pass != YamlPass::ShapeOfNormalized).then_some(parser_position);
         let text = strip_position(&error.to_string());
         let (path, message) = split_path(&text);
         let location = describe_path(path, document);
@@ -264,9 +287,9 @@ impl TemplateError {
                 position,
             };
         }
-        if syntax {
+        if pass == YamlPass::Parse {
             return Self::Yaml {
-                position,
+                position: parser_position,
                 message: text,
             };
         }
