@@ -64,13 +64,15 @@ impl Text {
     }
 }
 
-/// The JSON type of a value as named in error messages. Integers (numbers without fraction or
-/// exponent that fit in 64 bits) are `integer`; other numbers are `number`.
+/// The JSON type of a value as named in error messages. Numbers without fraction or exponent
+/// that fit in a signed 64-bit integer are `integer`; other numbers are `number` (or, for
+/// unsigned values above `i64::MAX`, said to be beyond the range).
 pub(crate) fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(n) if n.is_i64() => "integer",
+        Value::Number(n) if n.is_u64() => "integer beyond the signed 64-bit range",
         Value::Number(_) => "number",
         Value::String(_) => "string",
         Value::Array(_) => "array",
