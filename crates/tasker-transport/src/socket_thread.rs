@@ -440,6 +440,17 @@ impl<E> EventReceiver<E> {
     }
 }
 
+impl<E> Drop for EventReceiver<E> {
+    /// A thread stalled on this (full) receiver would otherwise wait for room that never comes:
+    /// close the channel first so its retry fails, then wake it to discard from now on.
+    fn drop(&mut self) {
+        self.inner.close();
+        if self.stalled.swap(false, Ordering::SeqCst) {
+            self.wake.wake();
+        }
+    }
+}
+
 impl<E> fmt::Debug for EventReceiver<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventReceiver")

@@ -471,3 +471,61 @@ async fn dropping_the_last_handle_closes_the_socket() {
     drop(router);
     assert_eq!(guarded("receiver end", router_events.recv()).await, None);
 }
+
+#[tokio::test]
+async fn dropping_a_full_receiver_unblocks_the_socket() {
+    let tight = FrameLimits {
+        send_high_water_mark: 2,
+        receive_high_water_mark: 2,
+        inbound_capacity: 1,
+        ..FrameLimits::default()
+    };
+    let endpoint = inproc_endpoint();
+    let (router, mut router_events) = RouterEndpoint::bind(
+        &endpoint,
+        RouterOptions {
+            limits: tight.clone(),
+            ..RouterOptions::default()
+        },
+    )
+    .unwrap();
+    let (dealer, dealer_events) = DealerConnection::connect(
+        &endpoint,
+        DealerOptions {
+            limits: tight,
+            ..DealerOptions::default()
+        },
+    )
+    .unwrap();
+    let peer = dealer_says(&dealer, &mut router_events, b"hello")
+        .await
+        .peer;
+    let filled = guarded("the queue to fill", async {
+        for _ in 0..10_000 {
+            if router.send(&peer, b"x".to_vec()).await.is_err() {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(filled, "the dealer's queue never filled");
+
+    // Nobody will read the dealer's frames any more: its thread must discard them, not stall.
+    drop(dealer_events);
+    let delivered_again = guarded("sends to succeed again", async {
+        let mut pace = tokio::time::interval(Duration::from_millis(1));
+        for _ in 0..5_000 {
+            match router.send(&peer, b"x".to_vec()).await {
+                Ok(()) => return true,
+                Err(TransportError::PeerBusy { .. }) => pace.tick().await,
+                Err(error) => panic!("unexpected {error}"),
+            };
+        }
+        false
+    })
+    .await;
+    assert!(delivered_again);
+    // The dealer can still send.
+    dealer_says(&dealer, &mut router_events, b"still sending").await;
+}
