@@ -21,8 +21,11 @@
 //! # Threads, not `tmq`
 //!
 //! ZeroMQ sockets are not thread-safe. Each socket is owned by one dedicated OS thread that blocks
-//! in `zmq::poll` over the socket and a wake-up pipe; async code talks to it through channels (see
-//! the `socket_thread` module). We chose this over `tmq` because every send must report ZeroMQ's
+//! in `zmq::poll` over the socket and the read end of an OS pipe; async code queues commands on a
+//! channel and writes one byte to the pipe to wake the thread (at most one byte is ever pending).
+//! A pipe rather than an inproc PAIR socket, because the writing end is shared by every task that
+//! sends, and a PAIR socket could not be. Received frames go to a bounded tokio channel; each send
+//! gets ZeroMQ's verdict back through a oneshot (see the `socket_thread` module). We chose this over `tmq` because every send must report ZeroMQ's
 //! verdict (`EHOSTUNREACH` from `ROUTER_MANDATORY`, `EAGAIN` at the high-water mark) to *its*
 //! caller, and a `Sink` of multipart messages reports errors only to whoever flushes next; owning
 //! the socket on one thread also makes the poll loop, backpressure and shutdown explicit. The cost
