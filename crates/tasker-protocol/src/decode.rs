@@ -86,7 +86,7 @@ pub fn decode_orchestrator_message(
 
 fn unknown_type(message_type: String, direction: Direction) -> ProtocolError {
     ProtocolError::UnknownMessageType {
-        message_type: crate::limits::truncate_to_bytes(&message_type, 255).to_owned(),
+        message_type,
         direction,
     }
 }

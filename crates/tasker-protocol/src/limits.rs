@@ -21,6 +21,16 @@ pub struct Limits {
     pub max_steps_per_batch: usize,
 }
 
+impl Limits {
+    /// The limits a worker decodes with after `welcome`: the announced frame size and batch size.
+    pub fn from_welcome(welcome: &crate::Welcome) -> Self {
+        Self {
+            max_frame_bytes: usize::try_from(welcome.max_frame_bytes).unwrap_or(usize::MAX),
+            max_steps_per_batch: usize::try_from(welcome.max_steps_per_batch).unwrap_or(usize::MAX),
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
