@@ -228,10 +228,9 @@ pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
         DatabaseUrl::Sqlite(options) => {
             Ok(Arc::new(crate::sqlite::SqliteStore::open(options).await?))
         }
-        DatabaseUrl::Postgres(options) => Err(StoreError::Unavailable {
-            target: options.url,
-            cause: "PostgreSQL backend not built yet".into(),
-        }),
+        DatabaseUrl::Postgres(options) => Ok(Arc::new(
+            crate::postgres::PostgresStore::open(options).await?,
+        )),
     }
 }
 

@@ -1,0 +1,116 @@
+//! Steps: listing, readiness, timeouts.
+
+use sqlx::PgConnection;
+
+use super::rows::{self, step_select};
+use super::tasks::paginate;
+use crate::error::FailResult;
+use crate::params::{StepsList, StepsReady, StepsTimedOut, page_size};
+use crate::records::{InFlightStep, Page, ReadyStep, StepRecord};
+use crate::time::{from_ms, to_ms};
+
+/// Steps for the API, ascending by id.
+pub(crate) async fn steps_list(
+    conn: &mut PgConnection,
+    params: &StepsList,
+) -> FailResult<Page<StepRecord>> {
+    let limit = page_size(params.limit, 100, 1000);
+    let rows = sqlx::query(concat!(
+        step_select!(),
+        "WHERE ($1::int8 IS NULL OR s.task_id = $1)
+           AND ($2::text IS NULL OR s.state = $2)
+           AND ($3::text IS NULL OR s.name = $3)
+           AND ($4::text IS NULL OR s.handler_class = $4)
+           AND ($5::int8 IS NULL OR s.step_id > $5)
+         ORDER BY s.step_id
+         LIMIT $6"
+    ))
+    .bind(params.task_id)
+    .bind(params.state.map(|s| s.as_str()))
+    .bind(&params.name)
+    .bind(&params.handler_class)
+    .bind(params.after_step_id)
+    .bind(limit + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut items = rows.iter().map(rows::step).collect::<Result<Vec<_>, _>>()?;
+    Ok(paginate(&mut items, limit, |s| s.step_id))
+}
+
+/// Steps that can be dispatched now (see [`crate::Store::steps_ready`]).
+pub(crate) async fn steps_ready(
+    conn: &mut PgConnection,
+    params: &StepsReady,
+) -> FailResult<Vec<ReadyStep>> {
+    let limit = page_size(params.limit, 1000, 10_000);
+    let rows = sqlx::query(
+        "SELECT s.step_id, s.task_id, s.name, s.handler_class, s.state, s.attempts
+         FROM tasker_workflow_steps s
+         JOIN tasker_tasks t ON t.task_id = s.task_id
+         WHERE s.state IN ('pending', 'error') AND s.in_flight_batch_id IS NULL
+           AND (s.state = 'pending'
+                OR (s.retryable AND s.attempts < s.retry_limit
+                    AND (s.backoff_until IS NULL OR s.backoff_until <= $1)))
+           AND t.state IN ('pending', 'in_progress')
+           AND ($2::int8[] IS NULL OR s.task_id = ANY($2))
+           AND ($3::text IS NULL OR (t.claimed_by = $3 AND t.claim_expires_at > $1))
+           AND NOT EXISTS (
+               SELECT 1 FROM tasker_step_edges e
+               JOIN tasker_workflow_steps p ON p.step_id = e.from_step_id
+               WHERE e.to_step_id = s.step_id
+                 AND p.state NOT IN ('complete', 'resolved_manually'))
+         ORDER BY s.step_id
+         LIMIT $4",
+    )
+    .bind(to_ms(params.now))
+    .bind(&params.task_ids)
+    .bind(&params.claimed_by)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(ReadyStep {
+            step_id: rows::column(row, "step_id")?,
+            task_id: rows::column(row, "task_id")?,
+            name: rows::column(row, "name")?,
+            handler_class: rows::column(row, "handler_class")?,
+            state: rows::state(row, "state")?,
+            attempts: rows::column(row, "attempts")?,
+        });
+    }
+    Ok(out)
+}
+
+/// In-flight steps past their deadline.
+pub(crate) async fn steps_timed_out(
+    conn: &mut PgConnection,
+    params: &StepsTimedOut,
+) -> FailResult<Vec<InFlightStep>> {
+    let limit = page_size(params.limit, 1000, 10_000);
+    let rows = sqlx::query(
+        "SELECT s.step_id, s.task_id, b.batch_uuid, b.worker_id, s.attempts,
+                s.in_flight_deadline_at
+         FROM tasker_workflow_steps s
+         JOIN tasker_step_execution_batches b ON b.batch_id = s.in_flight_batch_id
+         WHERE s.in_flight_batch_id IS NOT NULL AND s.in_flight_deadline_at <= $1
+         ORDER BY s.in_flight_deadline_at, s.step_id
+         LIMIT $2",
+    )
+    .bind(to_ms(params.now))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(InFlightStep {
+            step_id: rows::column(row, "step_id")?,
+            task_id: rows::column(row, "task_id")?,
+            batch_uuid: rows::uuid(row, "batch_uuid")?,
+            worker_id: rows::column(row, "worker_id")?,
+            attempts: rows::column(row, "attempts")?,
+            deadline_at: from_ms(rows::column(row, "in_flight_deadline_at")?)?,
+        });
+    }
+    Ok(out)
+}
