@@ -17,7 +17,8 @@ pub(crate) mod transitions;
 pub(crate) mod workers;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -90,6 +91,24 @@ impl PostgresStore {
             connect.get_port(),
             connect.get_database().unwrap_or("(default database)")
         );
+        // One direct connection first, so an unreachable server reports its real cause
+        // ("connection refused", "password authentication failed", an unknown database) rather
+        // than the pool's generic timeout.
+        let probe = tokio::time::timeout(
+            options.connect_timeout,
+            PgConnection::connect_with(&connect),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable {
+            target: target.clone(),
+            cause: format!(
+                "no answer within {} ms (connect_timeout_ms)",
+                options.connect_timeout.as_millis()
+            ),
+        })?
+        .map_err(|e| errors::map_error(e, &target))?;
+        // The probe's only job was to connect; a failure to close it cleanly is harmless.
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.connect_timeout)

@@ -294,3 +294,64 @@ pub async fn concurrent_dispatch_never_sends_a_step_twice(h: &mut Harness) {
         assert_eq!(history.len(), 2, "the task was started once");
     }
 }
+
+pub async fn concurrent_results_apply_each_step_once(h: &mut Harness) {
+    let mut template = diamond("ns", "wide", t(0));
+    template.steps = (0..10)
+        .map(|i| crate::fixtures::step(&format!("s{i}")))
+        .collect();
+    template.edges.clear();
+    let created = h.store.tasks_create_many(vec![template; 5]).await.unwrap();
+    let all: Vec<i64> = created.iter().flat_map(|c| c.step_ids.clone()).collect();
+    let (batch, recorded) = crate::fixtures::dispatch(h.store.as_ref(), &all, t(1)).await;
+    assert_eq!(recorded.included.len(), all.len());
+    let mut handles = Vec::new();
+    for i in 0..6_usize {
+        let store: Arc<dyn Store> = Arc::clone(&h.store);
+        let mut order = all.clone();
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        order.rotate_left(i * 7);
+        handles.push(tokio::spawn(async move {
+            let mut applied = 0;
+            for chunk in order.chunks(10) {
+                let outcome = store
+                    .transitions_apply(TransitionsApply {
+                        now: t(2),
+                        claimant: None,
+                        ledger: vec![],
+                        changes: chunk
+                            .iter()
+                            .map(|&id| ChangeSet {
+                                steps: vec![finish(id, batch, StepState::Complete)],
+                                ..ChangeSet::default()
+                            })
+                            .collect(),
+                        all_or_nothing: false,
+                    })
+                    .await
+                    .unwrap();
+                applied += outcome.applied.len();
+            }
+            applied
+        }));
+    }
+    let mut total = 0;
+    for handle in handles {
+        total += handle.await.unwrap();
+    }
+    assert_eq!(
+        total,
+        all.len(),
+        "every result applied exactly once across orchestrators"
+    );
+    for id in &all {
+        let history = h
+            .store
+            .transitions_list(tasker_store::TransitionsOf::Step(*id))
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 3, "pending, in_progress, complete");
+    }
+}

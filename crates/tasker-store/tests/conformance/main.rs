@@ -76,4 +76,5 @@ conformance! {
     claims::leases_expire_renew_and_release,
     claims::claims_fence_changes_and_dispatch,
     claims::concurrent_dispatch_never_sends_a_step_twice,
+    claims::concurrent_results_apply_each_step_once,
 }
