@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test Tasker has: the Rust workspace (unit, property, conformance and integration
-# tests) against SQLite always and against a throwaway PostgreSQL when one can be started.
+# tests) against SQLite always and against a throwaway PostgreSQL when one can be started, then
+# the Python and Ruby worker SDK suites (protocol vectors, worker behaviour, end to end against
+# the `tasker` binary built here).
 #
-#   scripts/test.sh              # what a developer runs
-#   TASKER_REQUIRE_POSTGRES=1 scripts/test.sh   # what CI runs: a missing PostgreSQL fails
-#   TASKER_TEST_POSTGRES_URL=postgres://... scripts/test.sh   # use an existing server
+#   scripts/test.sh                              # what a developer runs
+#   TASKER_REQUIRE_POSTGRES=1 TASKER_REQUIRE_SDKS=1 scripts/test.sh   # CI: nothing may be skipped
+#   TASKER_TEST_POSTGRES_URL=postgres://... scripts/test.sh            # use an existing server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +26,15 @@ if [ -x scripts/with-postgres.sh ]; then
 else
   run_rust_tests
 fi
+
+# The SDK suites start real `tasker` processes for their end-to-end tests.
+cargo build -p tasker-cli
+export TASKER_BIN="$PWD/target/debug/tasker"
+status=0
+for suite in sdk/python/run-tests.sh sdk/ruby/run-tests.sh; do
+  if [ -x "$suite" ]; then
+    echo "== $suite"
+    "$suite" || status=1
+  fi
+done
+exit $status
