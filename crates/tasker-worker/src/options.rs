@@ -13,8 +13,8 @@ use crate::WorkerError;
 
 /// Default [`WorkerOptions::capacity`].
 pub const DEFAULT_CAPACITY: u32 = 10;
-/// Default [`WorkerOptions::welcome_timeout`].
-pub const DEFAULT_WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`WorkerOptions::welcome_timeout`] (the spec's "hello timeout", §7.1).
+pub const DEFAULT_WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default [`WorkerOptions::shutdown_grace`].
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default [`WorkerOptions::shutdown_ack_timeout`].
@@ -34,7 +34,8 @@ pub struct WorkerOptions {
     pub endpoint: String,
     /// This worker process's id: 1–128 bytes of `A–Z a–z 0–9 . _ : @ -`, unique per process (a
     /// restarted process must use a new one, or the orchestrator would confuse the two). Default:
-    /// `rust-<pid>-<12 random hex digits>`.
+    /// `<hostname>-<pid>-<8 random hex digits>` (spec §5.2), with characters the protocol does not
+    /// allow in the host name replaced by `-`.
     pub worker_id: String,
     /// Display name for dashboards and logs (1–255 bytes). Default: `tasker-worker-rust` plus the
     /// process id.
@@ -47,9 +48,10 @@ pub struct WorkerOptions {
     /// orchestrator's. The interval actually used is the one in `welcome`.
     pub heartbeat_interval: Option<Duration>,
     /// How long to wait for `welcome` after sending `hello` before opening a fresh connection and
-    /// saying `hello` again (the wait doubles on each retry, up to
-    /// [`retry_backoff_max`](Self::retry_backoff_max)). Default 10 s. The worker keeps trying
-    /// for as long as it runs: an orchestrator that starts later is found.
+    /// saying `hello` again (the spec's "hello timeout"; the wait doubles on each retry, up to
+    /// [`retry_backoff_max`](Self::retry_backoff_max)). Default 5 s. The worker keeps trying
+    /// for as long as it runs: an orchestrator that starts later is found. Also the least time
+    /// between two re-registrations prompted by `not_registered` errors (§7.5).
     pub welcome_timeout: Duration,
     /// On shutdown, how long steps already running may take to finish. Default 30 s. Steps still
     /// running after it are stopped and reported as retryable failures
@@ -65,8 +67,8 @@ pub struct WorkerOptions {
     pub retry_backoff_max: Duration,
     /// The DEALER socket's settings. By default frames up to the protocol's largest
     /// `max_frame_bytes` (64 MiB) are read (the session's own, smaller limit is enforced when
-    /// decoding), and the socket presents [`worker_id`](Self::worker_id) as its ZeroMQ routing
-    /// id unless `routing_id` is set here.
+    /// decoding) and `linger` is 0 (spec §2.1: held results live in the worker, not in ZeroMQ's
+    /// queues). `routing_id` must stay `None`: the protocol forbids workers to choose one.
     pub dealer: DealerOptions,
 }
 
@@ -77,7 +79,7 @@ impl WorkerOptions {
         let random = Uuid::new_v4().simple().to_string();
         Self {
             endpoint: endpoint.into(),
-            worker_id: format!("rust-{pid}-{}", &random[..12]),
+            worker_id: format!("{}-{pid}-{}", host_name_for_id(), &random[..8]),
             name: format!("tasker-worker-rust (pid {pid})"),
             capacity: DEFAULT_CAPACITY,
             heartbeat_interval: None,
@@ -89,6 +91,7 @@ impl WorkerOptions {
                 limits: FrameLimits {
                     max_frame_bytes: MAX_MAX_FRAME_BYTES,
                     hard_max_frame_bytes: Some(MAX_MAX_FRAME_BYTES),
+                    linger: Duration::ZERO,
                     ..FrameLimits::default()
                 },
                 ..DealerOptions::default()
@@ -125,6 +128,13 @@ impl WorkerOptions {
                 ));
             }
         }
+        if self.dealer.routing_id.is_some() {
+            return invalid(
+                "dealer.routing_id must not be set: the protocol forbids workers to choose a \
+                 ZeroMQ routing id (spec §2.1)"
+                    .to_owned(),
+            );
+        }
         for (name, value) in [
             ("welcome_timeout", self.welcome_timeout),
             ("retry_backoff_max", self.retry_backoff_max),
@@ -135,6 +145,28 @@ impl WorkerOptions {
         }
         Ok(())
     }
+}
+
+/// This host's name, cut to 64 bytes and with every character an identifier may not contain
+/// replaced by `-`; `host` when it cannot be read.
+fn host_name_for_id() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    name.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// Checks a worker id against the protocol's identifier rule.
@@ -163,7 +195,15 @@ mod tests {
         let second = WorkerOptions::new("tcp://127.0.0.1:1");
         first.validate().expect("defaults are valid");
         assert_ne!(first.worker_id, second.worker_id);
-        assert!(first.worker_id.starts_with("rust-"));
+        assert!(
+            first.worker_id.ends_with(&format!(
+                "-{}-{}",
+                std::process::id(),
+                &first.worker_id[first.worker_id.len() - 8..]
+            )),
+            "{}",
+            first.worker_id
+        );
         assert_eq!(first.capacity, DEFAULT_CAPACITY);
     }
 
@@ -183,5 +223,10 @@ mod tests {
         options.heartbeat_interval = Some(Duration::from_millis(10));
         let error = options.validate().expect_err("too short");
         assert!(error.to_string().contains("heartbeat_interval"), "{error}");
+
+        let mut options = WorkerOptions::new("tcp://127.0.0.1:1");
+        options.dealer.routing_id = Some(b"me".to_vec());
+        let error = options.validate().expect_err("routing ids are forbidden");
+        assert!(error.to_string().contains("routing_id"), "{error}");
     }
 }

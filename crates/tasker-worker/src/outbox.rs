@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use tasker_protocol::{ResultKey, ResultKind, StepRef};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// One held result: its key and its encoded frame (re-sent byte for byte, so a re-sent partial
@@ -12,9 +13,11 @@ use uuid::Uuid;
 pub(crate) struct HeldResult {
     pub(crate) key: ResultKey,
     pub(crate) frame: Vec<u8>,
-    /// Whether the frame has been handed to the socket since the last (re)registration. A failed
-    /// send or a lost session clears it.
-    pub(crate) sent: bool,
+    /// When the frame was last handed to the socket on the current session; `None` if it has
+    /// not been since the last (re)registration or its last send failed.
+    pub(crate) last_sent: Option<Instant>,
+    /// Whether it was ever sent (so that a send is counted as a re-send).
+    pub(crate) ever_sent: bool,
 }
 
 /// Results held until acknowledged.
@@ -39,7 +42,8 @@ impl Outbox {
             HeldResult {
                 key,
                 frame,
-                sent: false,
+                last_sent: None,
+                ever_sent: false,
             },
         );
     }
@@ -73,7 +77,7 @@ impl Outbox {
     /// Marks every held result as not sent on the current session.
     pub(crate) fn mark_all_unsent(&mut self) {
         for held in self.by_order.values_mut() {
-            held.sent = false;
+            held.last_sent = None;
         }
     }
 

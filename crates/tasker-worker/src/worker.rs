@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::{Value, json};
@@ -142,12 +142,8 @@ impl Worker {
         S: Future<Output = ()>,
     {
         check_registry(&registry)?;
-        let mut dealer_options = self.options.dealer.clone();
-        if dealer_options.routing_id.is_none() {
-            dealer_options.routing_id = Some(self.options.worker_id.as_bytes().to_vec());
-        }
         let (dealer, mut events) =
-            DealerConnection::connect(&self.options.endpoint, dealer_options)?;
+            DealerConnection::connect(&self.options.endpoint, self.options.dealer.clone())?;
         tracing::info!(
             worker_id = %self.options.worker_id,
             endpoint = %self.options.endpoint,
@@ -397,6 +393,9 @@ struct Session {
     result_sends: FuturesUnordered<ResultSend>,
     next_sequence: u64,
     drain: Option<Drain>,
+    /// Hand-backs decided while unregistered, sent in the `goodbye` after the next `welcome`.
+    pending_hand_backs: Vec<StepRef>,
+    last_hello_at: Instant,
 }
 
 impl Session {
@@ -429,6 +428,8 @@ impl Session {
             result_sends: FuturesUnordered::new(),
             next_sequence: 1,
             drain: None,
+            pending_hand_backs: Vec::new(),
+            last_hello_at: now,
         }
     }
 
@@ -482,8 +483,16 @@ impl Session {
     fn send(&self, message: impl Into<WorkerMessage>) {
         let message = message.into();
         // The outcome is counted in the transport's stats; results, which matter, are tracked
-        // separately (see `send_result`).
+        // separately (see `track_send`).
         drop(self.dealer.send(encode(&message)));
+    }
+
+    /// Sends `message` only on a live session: while awaiting `welcome` a worker sends nothing
+    /// but `hello` (spec §7.1).
+    fn send_if_registered(&self, message: impl Into<WorkerMessage>) {
+        if matches!(self.link, Link::Registered) {
+            self.send(message);
+        }
     }
 
     fn in_flight_refs(&self) -> Vec<StepRef> {
@@ -516,6 +525,7 @@ impl Session {
         tracing::debug!(in_flight = hello.in_flight.len(), "sending hello");
         self.send(hello);
         bump(&self.counters.hellos_sent);
+        self.last_hello_at = Instant::now();
         self.set_unregistered(Link::AwaitingWelcome {
             deadline: Instant::now() + self.welcome_wait(),
         });
@@ -545,13 +555,8 @@ impl Session {
     async fn reconnect(&mut self) -> Result<(), WorkerError> {
         self.registration_attempts = self.registration_attempts.saturating_add(1);
         bump(&self.counters.reconnects);
-        let routing_id = self
-            .options
-            .dealer
-            .routing_id
-            .clone()
-            .unwrap_or_else(|| self.options.worker_id.as_bytes().to_vec());
-        self.dealer.reconnect(Some(routing_id)).await?;
+        // A fresh socket (linger 0) and a fresh routing identity, as spec §7.4 asks.
+        self.dealer.reconnect(None).await?;
         self.send_hello();
         Ok(())
     }
@@ -567,7 +572,7 @@ impl Session {
                     FrameErrorKind::Multipart { .. } => ErrorCode::MultipartMessage,
                     FrameErrorKind::Empty => ErrorCode::InvalidJson,
                 };
-                self.send(WorkerMessage::Error(ErrorReport {
+                self.send_if_registered(WorkerMessage::Error(ErrorReport {
                     protocol_version: PROTOCOL_VERSION,
                     code: code.as_str().to_owned(),
                     message: kind.to_string(),
@@ -601,7 +606,7 @@ impl Session {
                 bump(&self.counters.rejected_frames);
                 tracing::warn!(code = %error.code(), %error, "rejected a frame from the orchestrator");
                 if let Some(report) = report_rejected_orchestrator_frame(frame, &error) {
-                    self.send(WorkerMessage::Error(report));
+                    self.send_if_registered(WorkerMessage::Error(report));
                 }
                 return Ok(());
             }
@@ -630,10 +635,7 @@ impl Session {
             );
             return;
         }
-        self.limits = Limits {
-            max_frame_bytes: usize::try_from(welcome.max_frame_bytes).unwrap_or(usize::MAX),
-            max_steps_per_batch: usize::try_from(welcome.max_steps_per_batch).unwrap_or(usize::MAX),
-        };
+        self.limits = Limits::from_welcome(&welcome);
         self.liveness = welcome.liveness;
         let period = Duration::from_millis(welcome.heartbeat_interval_ms);
         let was_registered = matches!(self.link, Link::Registered);
@@ -659,20 +661,33 @@ impl Session {
             // A new session does not know we are leaving: say it again. Steps handed back
             // earlier are no longer in `in_flight`, so the orchestrator re-dispatches them
             // whether or not the first goodbye arrived.
-            self.send_goodbye(Vec::new());
+            let handed_back = std::mem::take(&mut self.pending_hand_backs);
+            self.send_goodbye(handed_back);
         }
-        self.flush_outbox();
+        self.flush_outbox(None);
     }
 
-    /// Sends every held result not yet sent on this session, oldest first.
-    fn flush_outbox(&mut self) {
+    /// Sends, oldest first, every held result not yet sent on this session and, with
+    /// `stale_before`, every one last sent before it (spec §9.3).
+    fn flush_outbox(&mut self, stale_before: Option<Instant>) {
+        let now = Instant::now();
         let mut sends = Vec::new();
-        for held in self.outbox.iter_mut().filter(|held| !held.sent) {
-            held.sent = true;
-            sends.push((held.key, held.frame.clone()));
+        for held in self.outbox.iter_mut() {
+            let due = match (held.last_sent, stale_before) {
+                (None, _) => true,
+                (Some(sent), Some(limit)) => sent < limit,
+                (Some(_), None) => false,
+            };
+            if due {
+                if held.ever_sent {
+                    bump(&self.counters.results_resent);
+                }
+                held.last_sent = Some(now);
+                held.ever_sent = true;
+                sends.push((held.key, held.frame.clone()));
+            }
         }
         for (key, frame) in sends {
-            bump(&self.counters.results_resent);
             self.track_send(key, frame);
         }
     }
@@ -687,7 +702,7 @@ impl Session {
         if let Err(error) = result {
             tracing::warn!(%error, batch_id = %key.batch_id, step_id = ?key.step_id, "sending a result failed; it will be sent again");
             if let Some(held) = self.outbox.get_mut(&key) {
-                held.sent = false;
+                held.last_sent = None;
             }
         }
     }
@@ -721,10 +736,30 @@ impl Session {
     fn on_error_report(&mut self, report: &ErrorReport) {
         bump(&self.counters.errors_received);
         if ErrorCode::parse(&report.code) == Some(ErrorCode::NotRegistered) {
-            if matches!(self.link, Link::Registered) {
+            // At most one re-registration per hello timeout (spec §7.5); the heartbeats keep
+            // drawing `not_registered` until one gets through.
+            if matches!(self.link, Link::Registered)
+                && self.last_hello_at.elapsed() >= self.options.welcome_timeout
+            {
                 tracing::warn!(message = %report.message, "the orchestrator does not know this worker; registering again");
                 self.send_hello();
             }
+            return;
+        }
+        if let Some(key) = rejected_result_key(report)
+            && self.outbox.release(&key)
+        {
+            self.counters
+                .results_unacknowledged
+                .store(self.outbox.len() as u64, Ordering::Relaxed);
+            tracing::error!(
+                code = %report.code,
+                message = %report.message,
+                batch_id = %key.batch_id,
+                step_id = ?key.step_id,
+                kind = %key.kind,
+                "the orchestrator rejected a result; dropping it (the step will time out and be retried)"
+            );
             return;
         }
         tracing::warn!(
@@ -755,11 +790,11 @@ impl Session {
             worker_id: self.options.worker_id.clone(),
             in_flight,
             free_capacity: self.options.capacity.saturating_sub(in_flight),
-            timestamp: Utc::now(),
+            timestamp: now_millis(),
         });
         bump(&self.counters.heartbeats_sent);
-        // Results whose send failed go out again.
-        self.flush_outbox();
+        // Results whose send failed, or that have waited too long for their ack, go out again.
+        self.flush_outbox(Instant::now().checked_sub(allowed));
         Ok(())
     }
 
@@ -836,7 +871,7 @@ impl Session {
             "rejected_frames".to_owned(),
             json!(self.counters.rejected_frames.load(Ordering::Relaxed)),
         );
-        self.send(HealthReply {
+        self.send_if_registered(HealthReply {
             protocol_version: PROTOCOL_VERSION,
             request_id: request.request_id,
             worker_id: self.options.worker_id.clone(),
@@ -877,6 +912,7 @@ impl Session {
             return;
         }
         tracing::debug!(%batch_id, steps = batch.steps.len(), "batch received");
+        let before = self.steps.len();
         self.batches.insert(
             batch_id,
             BatchProgress {
@@ -916,15 +952,28 @@ impl Session {
             );
             self.queue.push_back(step);
         }
-        let over = self
-            .steps
-            .len()
-            .saturating_sub(self.options.capacity as usize);
-        if over > 0 {
-            tracing::debug!(
-                queued = self.queue.len(),
-                "more steps than capacity; the excess waits for a free slot"
+        let capacity = self.options.capacity as usize;
+        if self.steps.len() > capacity && self.steps.len() > before {
+            // An orchestrator bug (its credit should prevent it): say so, and still queue and run
+            // the steps (spec §8.4).
+            tracing::warn!(
+                %batch_id,
+                outstanding = self.steps.len(),
+                capacity,
+                "batch exceeds this worker's capacity; queueing the excess"
             );
+            self.send_if_registered(WorkerMessage::Error(ErrorReport {
+                protocol_version: PROTOCOL_VERSION,
+                code: ErrorCode::CapacityExceeded.as_str().to_owned(),
+                message: format!(
+                    "step_batch {batch_id} brings worker {} to {} steps without a result, above its capacity of {capacity}; the excess is queued",
+                    self.options.worker_id,
+                    self.steps.len()
+                ),
+                offending_message_type: Some("step_batch".to_owned()),
+                batch_id: Some(batch_id),
+                step_id: None,
+            }));
         }
     }
 
@@ -1066,7 +1115,7 @@ impl Session {
             error: None,
             worker_id: self.options.worker_id.clone(),
             sequence,
-            timestamp: Utc::now(),
+            timestamp: now_millis(),
             execution_time_ms: duration_ms(elapsed),
         };
         match outcome {
@@ -1153,7 +1202,7 @@ impl Session {
             completed_steps: u32::try_from(completed).unwrap_or(u32::MAX),
             failed_steps: u32::try_from(total - completed).unwrap_or(u32::MAX),
             step_summaries: summaries,
-            completed_at: Utc::now(),
+            completed_at: now_millis(),
             worker_id: self.options.worker_id.clone(),
         };
         bump(&self.counters.batches_completed);
@@ -1170,7 +1219,8 @@ impl Session {
             .store(self.outbox.len() as u64, Ordering::Relaxed);
         if matches!(self.link, Link::Registered) {
             if let Some(held) = self.outbox.get_mut(&key) {
-                held.sent = true;
+                held.last_sent = Some(Instant::now());
+                held.ever_sent = true;
             }
             self.track_send(key, frame);
         }
@@ -1219,7 +1269,12 @@ impl Session {
         self.send_goodbye(handed_back);
     }
 
-    fn send_goodbye(&self, handed_back: Vec<StepRef>) {
+    /// Says `goodbye` with `handed_back` now, or after the next `welcome` when unregistered.
+    fn send_goodbye(&mut self, handed_back: Vec<StepRef>) {
+        if !matches!(self.link, Link::Registered) {
+            self.pending_hand_backs.extend(handed_back);
+            return;
+        }
         self.send(Goodbye {
             protocol_version: PROTOCOL_VERSION,
             worker_id: self.options.worker_id.clone(),
@@ -1252,6 +1307,23 @@ impl Session {
         }
         false
     }
+}
+
+/// The held result an orchestrator `error` names, if it names one (spec §9.3).
+fn rejected_result_key(report: &ErrorReport) -> Option<ResultKey> {
+    let batch_id = report.batch_id?;
+    match (report.offending_message_type.as_deref(), report.step_id) {
+        (Some("batch_completion"), _) | (None, None) => Some(ResultKey::batch_completion(batch_id)),
+        (Some("partial_result") | None, Some(step_id)) => {
+            Some(ResultKey::partial_result(batch_id, step_id))
+        }
+        _ => None,
+    }
+}
+
+/// Now, to the millisecond (spec §3.7: senders SHOULD send millisecond precision).
+fn now_millis() -> chrono::DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
 }
 
 fn cancelled_error(reason: CancelReason) -> StepError {
