@@ -1,0 +1,133 @@
+# frozen_string_literal: true
+
+require "json"
+require "strscan"
+
+module TaskerWorker
+  module Protocol
+    # Steps 1–5 of the validation order (spec §6.1): size, UTF-8, nesting depth, JSON syntax,
+    # object. Ruby's JSON parser is more lenient than RFC 8259 (it accepts `/* comments */`,
+    # unknown escapes such as `\x`, unpaired low surrogates, and numbers too large for a Float),
+    # so one pass over the raw text counts the nesting depth (before parsing, as §3.8 requires)
+    # and notes the first of those leniencies; a walk after parsing catches the rest.
+    module FrameParser
+      # Anything outside strings that is not structural or scalar text.
+      OUTSIDE_STRING = %r{[^"\[\]{}/]+}.freeze
+      INSIDE_STRING = /[^"\\]+/.freeze
+      SIMPLE_ESCAPES = ['"', "\\", "/", "b", "f", "n", "r", "t"].freeze
+
+      module_function
+
+      # Parses `frame` (a String of bytes) into a Hash, or raises DecodeError.
+      def parse_object(frame, limits)
+        bytes = frame.b
+        raise DecodeError.frame_too_large(bytes.bytesize, limits.max_frame_bytes) if bytes.bytesize > limits.max_frame_bytes
+
+        text = bytes.force_encoding(Encoding::UTF_8)
+        raise DecodeError.invalid_json("not valid UTF-8") unless text.valid_encoding?
+
+        too_deep, leniency = scan(text)
+        raise DecodeError.nesting_too_deep if too_deep
+        raise DecodeError.invalid_json(leniency) if leniency
+
+        value = begin
+          JSON.parse(text, max_nesting: false, allow_nan: false, create_additions: false)
+        rescue JSON::ParserError => e
+          raise DecodeError.invalid_json(e.message.lines.first.to_s.strip[0, 200])
+        end
+        reject_unrepresentable(value)
+        raise DecodeError.not_an_object(Protocol.json_type_name(value)) unless value.is_a?(Hash)
+
+        value
+      end
+
+      # Returns [too_deep, first_leniency]: whether arrays and objects nest deeper than
+      # MAX_NESTING_DEPTH (brackets inside strings do not count; the same rule as the Rust
+      # crate's, also on text that is not JSON) and the first non-RFC construct seen.
+      def scan(text)
+        scanner = StringScanner.new(text)
+        depth = 0
+        leniency = nil
+        until scanner.eos?
+          scanner.skip(OUTSIDE_STRING)
+          char = scanner.getch
+          case char
+          when "[", "{"
+            depth += 1
+            return [true, leniency] if depth > MAX_NESTING_DEPTH
+          when "]", "}"
+            depth -= 1 if depth.positive?
+          when "/"
+            leniency ||= "a comment or stray '/' outside a string"
+          when '"'
+            leniency = scan_string(scanner, leniency)
+          end
+        end
+        [false, leniency]
+      end
+
+      # Skips the rest of a string after its opening quote; returns the leniency seen so far.
+      def scan_string(scanner, leniency)
+        loop do
+          scanner.skip(INSIDE_STRING)
+          char = scanner.getch
+          return leniency if char.nil? || char == '"'
+
+          escape = scanner.getch
+          return leniency if escape.nil?
+          next if SIMPLE_ESCAPES.include?(escape)
+
+          if escape == "u"
+            leniency ||= "a \\u escape needs four hex digits" unless scanner.skip(/\h{4}/)
+          else
+            leniency ||= "invalid escape \\#{escape}"
+          end
+        end
+      end
+
+      # Rejects what Ruby's parser accepts but JSON cannot represent: strings holding an
+      # unpaired surrogate (they come out as invalid UTF-8) and numbers beyond the range of a
+      # double (they come out as Infinity).
+      def reject_unrepresentable(value)
+        case value
+        when Hash
+          value.each do |key, item|
+            raise DecodeError.invalid_json("unpaired surrogate in a string") unless key.valid_encoding?
+
+            reject_unrepresentable(item)
+          end
+        when Array
+          value.each { |item| reject_unrepresentable(item) }
+        when String
+          raise DecodeError.invalid_json("unpaired surrogate in a string") unless value.valid_encoding?
+        when Float
+          raise DecodeError.invalid_json("number out of range") unless value.finite?
+        when Integer
+          raise DecodeError.invalid_json("number out of range") if value.bit_length > 1024
+        end
+      end
+    end
+
+    module_function
+
+    # The JSON type of a parsed value as error messages name it (as the Rust crate does):
+    # integers in the signed 64-bit range are `integer`, larger ones up to 2^64-1 are said to be
+    # beyond that range, other numbers are `number`.
+    def json_type_name(value)
+      case value
+      when nil then "null"
+      when true, false then "boolean"
+      when Integer
+        if value.between?(I64_MIN, I64_MAX) then "integer"
+        elsif value.between?(0, U64_MAX) then "integer beyond the signed 64-bit range"
+        else "number"
+        end
+      when Numeric then "number"
+      when String then "string"
+      when Array then "array"
+      when Hash then "object"
+      else value.class.name
+      end
+    end
+  end
+end
