@@ -1,0 +1,413 @@
+//! [`Engine`] (start) and [`EngineHandle`] (everything a Rust caller does with a running engine).
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::Value;
+use tasker_core::context::ContextValidator;
+use tasker_core::readiness::StepView;
+use tasker_core::status::task_execution_status;
+use tasker_core::template::TaskTemplate;
+use tasker_store::{NewStep, NewTask, Store};
+use tasker_transport::{FrameLimits, RouterEndpoint, RouterOptions};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, SystemClock};
+use crate::driver::{self, Command};
+use crate::error::{EngineError, EngineResult};
+use crate::options::EngineOptions;
+use crate::stats::{EngineStats, StatsCounters};
+use crate::task::{TaskCreated, TaskOutcome, TaskRequest, TaskStatus};
+use crate::templates::TemplateRegistry;
+
+/// Starts engines. See the [crate documentation](crate) for what a running engine does.
+#[derive(Debug)]
+pub struct Engine {
+    _private: (),
+}
+
+impl Engine {
+    /// Validates `options`, binds the ROUTER endpoint, starts the engine loop (one tokio task)
+    /// and begins recovering the unfinished tasks claimed by (or free for) this orchestrator.
+    /// Must be called from within a tokio runtime.
+    ///
+    /// The engine runs until [`EngineHandle::shutdown`] is called or every clone of the handle is
+    /// dropped. The store is the caller's: the engine never closes it.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::InvalidOptions`], or [`EngineError::Transport`] when the endpoint cannot be
+    /// bound (malformed, address in use, ipc path taken by a live socket).
+    pub async fn start(
+        options: EngineOptions,
+        store: Arc<dyn Store>,
+        templates: TemplateRegistry,
+    ) -> EngineResult<EngineHandle> {
+        Self::start_with_clock(options, store, templates, Arc::new(SystemClock)).await
+    }
+
+    /// [`Engine::start`] with the engine reading the time from `clock`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::start`].
+    pub async fn start_with_clock(
+        options: EngineOptions,
+        store: Arc<dyn Store>,
+        templates: TemplateRegistry,
+        clock: Arc<dyn Clock>,
+    ) -> EngineResult<EngineHandle> {
+        options.validate()?;
+        let router_options = RouterOptions {
+            limits: FrameLimits {
+                max_frame_bytes: options.max_frame_bytes,
+                ..FrameLimits::default()
+            },
+            ..RouterOptions::default()
+        };
+        let (router, events) = RouterEndpoint::bind(&options.endpoint, router_options)?;
+        let endpoint = router.endpoint().to_owned();
+        let stats = Arc::new(StatsCounters::default());
+        let (commands, command_receiver) = mpsc::unbounded_channel();
+        let join = driver::spawn(
+            options.clone(),
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&stats),
+            router,
+            events,
+            command_receiver,
+        );
+        tracing::info!(
+            endpoint = %endpoint,
+            orchestrator_id = %options.orchestrator_id,
+            templates = templates.len(),
+            "engine started"
+        );
+        Ok(EngineHandle {
+            shared: Arc::new(Shared {
+                options,
+                endpoint,
+                store,
+                clock,
+                stats,
+                templates: RwLock::new(templates),
+                commands,
+                join: Mutex::new(Some(join)),
+            }),
+        })
+    }
+}
+
+/// A running engine, as Rust callers (the HTTP API, the CLI, tests, benchmarks) use it. Cheap to
+/// clone; the engine stops when [`Self::shutdown`] is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct EngineHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    options: EngineOptions,
+    endpoint: String,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<StatsCounters>,
+    templates: RwLock<TemplateRegistry>,
+    commands: mpsc::UnboundedSender<Command>,
+    join: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("endpoint", &self.shared.endpoint)
+            .field("orchestrator_id", &self.shared.options.orchestrator_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineHandle {
+    /// The endpoint actually bound (with the real port when port 0 was asked for): what workers
+    /// connect to.
+    pub fn endpoint(&self) -> &str {
+        &self.shared.endpoint
+    }
+
+    /// The options the engine runs with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.shared.options
+    }
+
+    /// The store the engine writes to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// A snapshot of the loaded templates.
+    pub fn templates(&self) -> TemplateRegistry {
+        self.shared
+            .templates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Loads one more template (YAML or JSON text) for later [`Self::initialize_task`] calls.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Template`] or [`EngineError::DuplicateTemplate`].
+    pub fn register_template(&self, yaml: &str) -> EngineResult<Arc<TaskTemplate>> {
+        self.shared
+            .templates
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_yaml_str(yaml)
+    }
+
+    /// Creates a task from a loaded template (the seed's `initialize_task(task_request)`): finds
+    /// the template (latest version unless one is named), validates the context against its
+    /// `context_schema`, stores the task with its steps and dependencies, and hands it to the
+    /// engine, which starts dispatching its ready steps at once. A repeated `idempotency_key`
+    /// for the same template returns the existing task with `created: false`.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::UnknownTemplate`] naming namespace, name and version;
+    /// [`EngineError::InvalidContext`] listing every violation with its JSON pointer;
+    /// [`EngineError::Store`] when the store fails.
+    pub async fn initialize_task(&self, request: TaskRequest) -> EngineResult<TaskCreated> {
+        let template = {
+            let templates = self
+                .shared
+                .templates
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            templates
+                .get(
+                    &request.namespace,
+                    &request.name,
+                    request.version.as_deref(),
+                )
+                .ok_or_else(|| EngineError::UnknownTemplate {
+                    namespace: request.namespace.clone(),
+                    name: request.name.clone(),
+                    version: request.version.clone(),
+                })?
+        };
+        let template = match &self.shared.options.environment {
+            Some(environment) => Arc::new(template.for_environment(environment)),
+            None => template,
+        };
+        let context = match request.context {
+            Value::Null => Value::Object(serde_json::Map::new()),
+            other => other,
+        };
+        let invalid_context = |error| EngineError::InvalidContext {
+            namespace: template.namespace().to_owned(),
+            name: template.name().to_owned(),
+            version: template.version().to_string(),
+            error,
+        };
+        ContextValidator::for_template(&template)
+            .validate(&context)
+            .map_err(invalid_context)?;
+        if !context.is_object() {
+            return Err(invalid_context(tasker_core::context::ContextError {
+                violations: vec![tasker_core::context::ContextViolation {
+                    pointer: String::new(),
+                    keyword: "type".to_owned(),
+                    message: "the task context must be a JSON object".to_owned(),
+                }],
+            }));
+        }
+        let new_task = new_task_from_template(
+            &template,
+            context,
+            request.idempotency_key,
+            request.initiator,
+            request.source_system,
+            request.reason,
+            request.tags,
+            self.shared.clock.now(),
+        );
+        let created = self.shared.store.task_create(new_task).await?;
+        // A new (or re-requested, still unfinished) task: let the loop claim and drive it.
+        let _ = self.shared.commands.send(Command::TaskCreated {
+            task_id: created.task_id,
+        });
+        Ok(TaskCreated {
+            task_id: created.task_id,
+            created: created.created,
+            namespace: template.namespace().to_owned(),
+            name: template.name().to_owned(),
+            version: template.version().to_string(),
+            step_ids: created.step_ids,
+        })
+    }
+
+    /// Drives one task until it has nothing left to do (the seed's `handle(task_id)`): resolves
+    /// when the task is `complete`, `error` (naming the failed steps), `cancelled` or
+    /// `resolved_manually`. Resolves at once for a task that already finished. Dispatching does
+    /// not depend on anyone calling this; it only waits.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::TaskNotFound`], [`EngineError::Store`], or [`EngineError::Stopped`] when
+    /// the engine stops first.
+    pub async fn handle(&self, task_id: i64) -> EngineResult<TaskOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::AwaitTask { task_id, reply })
+            .map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// The task as stored now: the task row, its steps and the engine's reading of them
+    /// ([`tasker_core::status::ExecutionStatus`]).
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::TaskNotFound`] or [`EngineError::Store`].
+    pub async fn task_status(&self, task_id: i64) -> EngineResult<TaskStatus> {
+        let dag = self
+            .shared
+            .store
+            .task_load_dag(task_id)
+            .await
+            .map_err(|error| match error {
+                tasker_store::StoreError::NotFound { what: "task", .. } => {
+                    EngineError::TaskNotFound { task_id }
+                }
+                other => EngineError::Store(other),
+            })?;
+        let now = self.shared.clock.now();
+        let views = step_views_of_records(&dag.steps, &dag.edges);
+        Ok(TaskStatus {
+            execution: task_execution_status(&views, now),
+            task: dag.task,
+            steps: dag.steps,
+            read_at: now,
+        })
+    }
+
+    /// A snapshot of the engine's counters and handoff-latency samples.
+    pub fn stats(&self) -> EngineStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops the engine: no more dispatching, the commit in flight is finished, claims on
+    /// unfinished tasks are released (so another orchestrator, or a restarted one, takes them
+    /// at once) and the endpoint is closed. Steps still running on workers stay in flight in the
+    /// store; a restarted engine accepts their results. Idempotent.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self
+            .shared
+            .commands
+            .send(Command::Shutdown { done })
+            .is_ok()
+        {
+            let _ = finished.await;
+        }
+        let join = self
+            .shared
+            .join
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(join) = join {
+            let _ = join.await;
+        }
+    }
+}
+
+/// Builds the store's [`NewTask`] for `template`.
+#[allow(clippy::too_many_arguments)]
+fn new_task_from_template(
+    template: &TaskTemplate,
+    context: Value,
+    idempotency_key: Option<String>,
+    initiator: Option<String>,
+    source_system: Option<String>,
+    reason: Option<String>,
+    tags: Vec<String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> NewTask {
+    let steps = template
+        .steps()
+        .iter()
+        .map(|step| NewStep {
+            name: step.name.clone(),
+            handler_class: step.handler_class.clone(),
+            handler_config: Value::Object(step.handler_config.clone()),
+            retryable: step.retryable,
+            retry_limit: i32::try_from(step.retry_limit).unwrap_or(i32::MAX),
+            timeout_ms: Some(i64::try_from(step.timeout_ms).unwrap_or(i64::MAX)),
+            backoff: step.backoff,
+        })
+        .collect();
+    let dag = template.dag();
+    let edges = (0..dag.len())
+        .flat_map(|child| {
+            dag.parents(child)
+                .iter()
+                .map(move |&parent| (parent, child))
+        })
+        .collect();
+    NewTask {
+        namespace: template.namespace().to_owned(),
+        name: template.name().to_owned(),
+        version: template.version().to_string(),
+        template_json: serde_json::to_value(template).ok(),
+        context,
+        initiator,
+        source_system,
+        reason,
+        tags,
+        idempotency_key,
+        steps,
+        edges,
+        now,
+    }
+}
+
+/// Readiness views of stored steps (template order) and edges (step ids).
+pub(crate) fn step_views_of_records(
+    steps: &[tasker_store::StepRecord],
+    edges: &[(i64, i64)],
+) -> Vec<StepView> {
+    let position: std::collections::HashMap<i64, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.step_id, i))
+        .collect();
+    let mut parents = vec![Vec::new(); steps.len()];
+    for (parent, child) in edges {
+        if let (Some(&p), Some(&c)) = (position.get(parent), position.get(child)) {
+            parents[c].push(p);
+        }
+    }
+    steps
+        .iter()
+        .zip(parents)
+        .map(|(step, parents)| StepView {
+            state: step.state,
+            parents,
+            attempts: u32::try_from(step.attempts).unwrap_or(0),
+            retry_limit: u32::try_from(step.retry_limit).unwrap_or(0),
+            retryable: step.retryable && last_failure_retryable(step.last_error.as_ref()),
+            backoff_until: step.backoff_until,
+            in_flight: step.in_flight_batch.is_some(),
+        })
+        .collect()
+}
+
+/// Whether the last recorded failure allows a retry (`error.retryable`, default true).
+pub(crate) fn last_failure_retryable(last_error: Option<&Value>) -> bool {
+    last_error
+        .and_then(|e| e.get("retryable"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true)
+}

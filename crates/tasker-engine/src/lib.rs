@@ -1,0 +1,76 @@
+//! The heart of Tasker: the engine that drives tasks from their templates to completion by
+//! dispatching ready steps to workers over ZeroMQ and applying their results.
+//!
+//! # Embedding API
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use serde_json::json;
+//! use tasker_engine::{Engine, EngineOptions, TaskRequest, TemplateRegistry};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = tasker_store::connect("sqlite:tasker.db").await?;
+//! let templates = TemplateRegistry::from_dir("examples/templates")?;
+//! let engine = Engine::start(EngineOptions::default(), store, templates).await?;
+//! println!("workers connect to {}", engine.endpoint());
+//!
+//! let created = engine
+//!     .initialize_task(TaskRequest {
+//!         namespace: "examples".into(),
+//!         name: "diamond".into(),
+//!         context: json!({}),
+//!         ..TaskRequest::default()
+//!     })
+//!     .await?;
+//! let outcome = engine.handle(created.task_id).await?; // resolves when the task finished
+//! println!("task {} is {}", outcome.task_id, outcome.state);
+//! let status = engine.task_status(created.task_id).await?; // steps, states, results
+//! let stats = engine.stats(); // counters, handoff latency p50/p99
+//! # let _ = (status, stats);
+//! engine.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`Engine::start`]`(options, store, templates) -> Result<EngineHandle>` (async; call inside
+//!   a tokio runtime) binds the ROUTER endpoint of [`EngineOptions::endpoint`] (tcp, ipc or
+//!   inproc) and starts the engine loop; [`EngineHandle::endpoint`] is the endpoint actually
+//!   bound.
+//! - [`EngineHandle`] (cheap to clone): [`initialize_task`](EngineHandle::initialize_task)
+//!   ([`TaskRequest`] → [`TaskCreated`]; errors [`EngineError::UnknownTemplate`],
+//!   [`EngineError::InvalidContext`], [`EngineError::Store`]),
+//!   [`handle`](EngineHandle::handle) (task id → [`TaskOutcome`] once the task finished),
+//!   [`task_status`](EngineHandle::task_status) (→ [`TaskStatus`]),
+//!   [`stats`](EngineHandle::stats) (→ [`EngineStats`]), [`shutdown`](EngineHandle::shutdown),
+//!   plus [`templates`](EngineHandle::templates) / [`register_template`](EngineHandle::register_template)
+//!   and [`store`](EngineHandle::store).
+//! - [`TemplateRegistry`]: templates from a directory of YAML files or from strings, looked up
+//!   by namespace + name + optional version (latest when absent).
+//!
+//! # Modules
+//!
+//! - [`engine`]: [`Engine`] and [`EngineHandle`].
+//! - [`options`]: [`EngineOptions`], each field with its default, unit and trade-offs.
+//! - [`templates`]: [`TemplateRegistry`].
+//! - [`task`]: the request and answer types of the API.
+//! - [`stats`]: [`EngineStats`] and latency samples.
+//! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
+//! - [`error`]: [`EngineError`], the crate's one error type.
+//! - `driver`: the I/O shell — the one tokio task that owns the engine's state, receives frames,
+//!   commands, store completions and timer ticks, and executes the core's actions.
+pub mod clock;
+mod driver;
+pub mod engine;
+pub mod error;
+pub mod options;
+pub mod stats;
+pub mod task;
+pub mod templates;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{Engine, EngineHandle};
+pub use error::{EngineError, EngineResult};
+pub use options::EngineOptions;
+pub use stats::{EngineStats, LatencySamples};
+pub use task::{FailedStep, TaskCreated, TaskOutcome, TaskRequest, TaskStatus};
+pub use templates::TemplateRegistry;

@@ -1,0 +1,95 @@
+//! What callers hand the engine and get back: [`TaskRequest`], [`TaskCreated`], [`TaskOutcome`],
+//! [`TaskStatus`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tasker_core::state::TaskState;
+use tasker_core::status::ExecutionStatus;
+use tasker_store::{StepRecord, TaskRecord};
+
+/// A request to start a task from a template (the seed's `initialize_task(task_request)`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskRequest {
+    /// The template's namespace.
+    pub namespace: String,
+    /// The template's name.
+    pub name: String,
+    /// The template's version; `None` takes the latest loaded version.
+    pub version: Option<String>,
+    /// The task's input, checked against the template's `context_schema`. Must be a JSON object
+    /// (`null` means `{}`).
+    pub context: Value,
+    /// With a key, a repeated request for the same template returns the existing task instead of
+    /// creating a second one.
+    pub idempotency_key: Option<String>,
+    /// Who asks (a user, a service).
+    pub initiator: Option<String>,
+    /// Which system asks.
+    pub source_system: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+}
+
+/// The answer to [`EngineHandle::initialize_task`](crate::EngineHandle::initialize_task).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskCreated {
+    /// The task's id (the existing task's for a repeated idempotency key).
+    pub task_id: i64,
+    /// False when the idempotency key matched an existing task and nothing was created.
+    pub created: bool,
+    /// The template's namespace.
+    pub namespace: String,
+    /// The template's name.
+    pub name: String,
+    /// The template version the task was created from.
+    pub version: String,
+    /// The step ids, in template order.
+    pub step_ids: Vec<i64>,
+}
+
+/// How a task ended, as returned by [`EngineHandle::handle`](crate::EngineHandle::handle).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskOutcome {
+    /// The task.
+    pub task_id: i64,
+    /// Its final state: `complete`, `error`, `cancelled` or `resolved_manually`.
+    pub state: TaskState,
+    /// For `error` (and `cancelled`): why, naming the steps responsible.
+    pub reason: Option<String>,
+    /// The permanently failed steps, for `error`.
+    pub failed_steps: Vec<FailedStep>,
+}
+
+/// A step that failed for good and made its task fail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailedStep {
+    /// The step.
+    pub step_id: i64,
+    /// Its name in the template.
+    pub name: String,
+    /// `non_retryable` or `retries_exhausted`.
+    pub reason: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error reported for it (`message`, `error_class`, …), if any.
+    pub last_error: Option<Value>,
+}
+
+/// A task as it stands, as returned by
+/// [`EngineHandle::task_status`](crate::EngineHandle::task_status).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskStatus {
+    /// The task row.
+    pub task: TaskRecord,
+    /// Its steps, in template order, with their states, attempts, results and errors.
+    pub steps: Vec<StepRecord>,
+    /// What the engine makes of them now (ready, processing, waiting for a backoff, complete,
+    /// blocked), with step indices into `steps`.
+    pub execution: ExecutionStatus,
+    /// When the status was read.
+    pub read_at: DateTime<Utc>,
+}
