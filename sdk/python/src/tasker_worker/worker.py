@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import os
 import platform
 import secrets
@@ -494,7 +495,7 @@ class _Session:
     def turn(self) -> None:
         now = time.monotonic()
         wait = max(0.0, self.next_wakeup(now) - now)
-        events = dict(self.poller.poll(timeout=min(wait, 1.0) * 1000))
+        events = dict(self.poller.poll(timeout=math.ceil(min(wait, 1.0) * 1000)))
         if self.wakeup.fileno() in events:
             self.wakeup.drain()
         if self.socket is not None and self.socket in events:
