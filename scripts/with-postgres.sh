@@ -6,8 +6,9 @@
 # - TASKER_TEST_POSTGRES_URL already set: runs the command as is (your server).
 # - Otherwise, when initdb and pg_ctl are installed (on PATH or in /usr/lib/postgresql/*/bin):
 #   creates a throwaway cluster in a temporary directory, starts it on a free port on 127.0.0.1
-#   (fsync off: it is thrown away), exports the URL, runs the command, then stops and deletes the
-#   cluster, whatever happens. As root, the cluster runs as the `postgres` user.
+#   (fsync off: it is thrown away; TASKER_PG_FSYNC=on keeps PostgreSQL's durable defaults, for
+#   benchmarks), exports the URL, runs the command, then stops and deletes the cluster, whatever
+#   happens. As root, the cluster runs as the `postgres` user.
 # - Otherwise: says loudly that PostgreSQL is not installed and runs the command without it (the
 #   PostgreSQL test cases then skip, or fail when TASKER_REQUIRE_POSTGRES=1).
 #
@@ -93,8 +94,13 @@ trap 'exit 130' INT TERM
   exit 1
 }
 
+durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+if [ "${TASKER_PG_FSYNC:-off}" = "on" ]; then
+  durability=""
+fi
+
 "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$datadir" -l "$logfile" -w -t 60 \
-  -o "-c listen_addresses=127.0.0.1 -p $port -k $workdir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+  -o "-c listen_addresses=127.0.0.1 -p $port -k $workdir $durability -c max_connections=300" \
   start >/dev/null || {
   echo "with-postgres: PostgreSQL failed to start:" >&2
   cat "$logfile" >&2 || true

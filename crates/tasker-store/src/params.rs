@@ -448,8 +448,18 @@ impl NewTask {
         Ok(())
     }
 
+    /// How many parents each step has, by position.
+    pub(crate) fn parent_counts(&self) -> Vec<i32> {
+        let mut counts = vec![0_i32; self.steps.len()];
+        for &(_, child) in &self.edges {
+            counts[child] += 1;
+        }
+        counts
+    }
+
     /// The steps as a JSON array for bulk insertion (absent keys for `None`).
     pub(crate) fn steps_json(&self) -> Value {
+        let parents = self.parent_counts();
         Value::Array(
             self.steps
                 .iter()
@@ -462,6 +472,7 @@ impl NewTask {
                     row.insert("handler_config".into(), step.handler_config.clone());
                     row.insert("retryable".into(), step.retryable.into());
                     row.insert("retry_limit".into(), step.retry_limit.into());
+                    row.insert("unmet_parents".into(), parents[position].into());
                     if let Some(timeout) = step.timeout_ms {
                         row.insert("timeout_ms".into(), timeout.into());
                     }

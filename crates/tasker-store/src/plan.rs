@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
-use tasker_core::state::{BatchState, StepState, TaskState};
+use tasker_core::state::{BatchState, StateMachine, StepState, TaskState, Transition};
 use uuid::Uuid;
 
 use crate::error::{ChangeTarget, Refusal, RefusalReason};
@@ -70,6 +70,9 @@ pub(crate) struct StepUpdate {
     pub backoff_until: Option<i64>,
     /// True when the step left `in_progress`: the in-flight batch and deadline are cleared.
     pub clear_in_flight: bool,
+    /// Added to `attempts`: -1 for each requeue (`in_progress → pending`: the batch never
+    /// reached a worker, so its attempt does not count).
+    pub attempts_delta: i32,
 }
 
 /// The final state to write to one task row.
@@ -90,6 +93,9 @@ pub(crate) struct BatchUpdate {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ChangePlan {
     pub step_updates: Vec<StepUpdate>,
+    /// Steps that became `complete` or `resolved_manually`: their children have one unmet parent
+    /// less.
+    pub newly_satisfied: Vec<i64>,
     pub step_transitions: Vec<TransitionRow>,
     pub task_updates: Vec<TaskUpdate>,
     pub task_transitions: Vec<TransitionRow>,
@@ -181,6 +187,10 @@ pub(crate) fn plan_changes(
                 refusals.push(Refusal { target, reason });
                 continue;
             }
+            if let Some(reason) = edge_refusal("step", step.state, change.to_state) {
+                refusals.push(Refusal { target, reason });
+                continue;
+            }
             if let Some(task) = scratch_tasks
                 .get(&step.task_id)
                 .or_else(|| snapshots.tasks.get(&step.task_id))
@@ -192,10 +202,13 @@ pub(crate) fn plan_changes(
                 });
                 continue;
             }
-            step.last_sort_key += 1;
+            let changed = step.state != change.to_state;
+            if changed {
+                step.last_sort_key += 1;
+            }
             step_rows.push((
                 change.clone(),
-                TransitionRow {
+                changed.then(|| TransitionRow {
                     entity_id: step.step_id,
                     from_state: Some(step.state.as_str()),
                     to_state: change.to_state.as_str(),
@@ -203,7 +216,7 @@ pub(crate) fn plan_changes(
                     metadata: change.metadata.clone(),
                     sort_key: step.last_sort_key,
                     most_recent: false,
-                },
+                }),
             ));
             if change.to_state != StepState::InProgress {
                 step.in_flight = None;
@@ -235,8 +248,15 @@ pub(crate) fn plan_changes(
                 });
                 continue;
             }
+            if let Some(reason) = edge_refusal("task", task.state, change.to_state) {
+                refusals.push(Refusal { target, reason });
+                continue;
+            }
             if let Some(reason) = claim_refusal(&task, claimant, now_ms) {
                 refusals.push(Refusal { target, reason });
+                continue;
+            }
+            if task.state == change.to_state {
                 continue;
             }
             task.last_sort_key += 1;
@@ -274,6 +294,13 @@ pub(crate) fn plan_changes(
                         found: batch.state.as_str().to_owned(),
                     },
                 });
+                continue;
+            }
+            if let Some(reason) = edge_refusal("batch", batch.state, change.to_state) {
+                refusals.push(Refusal { target, reason });
+                continue;
+            }
+            if batch.state == change.to_state {
                 continue;
             }
             batch.last_sort_key += 1;
@@ -319,8 +346,15 @@ pub(crate) fn plan_changes(
                     error: None,
                     backoff_until: None,
                     clear_in_flight: false,
+                    attempts_delta: 0,
                 }
             });
+            if let Some(row) = &row
+                && row.from_state == Some(StepState::InProgress.as_str())
+                && change.to_state == StepState::Pending
+            {
+                entry.attempts_delta -= 1;
+            }
             entry.state = change.to_state;
             if change.results.is_some() {
                 entry.results.clone_from(&change.results);
@@ -332,7 +366,15 @@ pub(crate) fn plan_changes(
             if change.to_state != StepState::InProgress {
                 entry.clear_in_flight = true;
             }
-            plan.step_transitions.push(row);
+            if let Some(row) = &row
+                && satisfies_children(change.to_state)
+                && !row
+                    .from_state
+                    .is_some_and(|from| from.parse::<StepState>().is_ok_and(satisfies_children))
+            {
+                plan.newly_satisfied.push(change.step_id);
+            }
+            plan.step_transitions.extend(row);
         }
         for row in task_rows {
             if task_final
@@ -395,6 +437,26 @@ fn state_of_batch(row: &TransitionRow) -> BatchState {
     row.to_state
         .parse()
         .expect("to_state was produced by BatchState::as_str")
+}
+
+/// Whether a parent in `state` lets its children run.
+pub(crate) fn satisfies_children(state: StepState) -> bool {
+    matches!(state, StepState::Complete | StepState::ResolvedManually)
+}
+
+/// Refuses a change between two different states that no event of the core state machine makes.
+/// A change to the same state is an idempotent repeat: allowed, and recorded without a
+/// transition row.
+fn edge_refusal<S: StateMachine>(machine: &str, from: S, to: S) -> Option<RefusalReason> {
+    if from == to {
+        return None;
+    }
+    let allowed = S::EVENTS.iter().any(
+        |&event| matches!(from.transition(event), Ok(Transition::Changed { to: t, .. }) if t == to),
+    );
+    (!allowed).then(|| RefusalReason::NotAllowed {
+        detail: format!("{machine} {from} → {to} is not an allowed transition"),
+    })
 }
 
 fn check_step(change: &StepChange, step: &StepSnapshot) -> Option<RefusalReason> {

@@ -70,6 +70,9 @@ CREATE TABLE tasker_workflow_steps (
     backoff JSONB,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    -- Parents not yet complete or resolved manually; 0 means the dependencies are satisfied.
+    -- Only ever decreases (both satisfying states are terminal).
+    unmet_parents INTEGER NOT NULL DEFAULT 0,
     last_attempted_at BIGINT,
     backoff_until BIGINT,
     results JSONB,
@@ -82,7 +85,7 @@ CREATE TABLE tasker_workflow_steps (
 );
 CREATE INDEX tasker_steps_state ON tasker_workflow_steps (state);
 CREATE INDEX tasker_steps_candidates ON tasker_workflow_steps (step_id)
-    WHERE state IN ('pending', 'error') AND in_flight_batch_id IS NULL;
+    WHERE state IN ('pending', 'error') AND in_flight_batch_id IS NULL AND unmet_parents = 0;
 CREATE INDEX tasker_steps_in_flight ON tasker_workflow_steps (in_flight_deadline_at)
     WHERE in_flight_batch_id IS NOT NULL;
 CREATE INDEX tasker_steps_in_flight_batch ON tasker_workflow_steps (in_flight_batch_id)

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::json;
 use sqlx::PgConnection;
+use tasker_core::state::BatchState;
 use uuid::Uuid;
 
 use super::rows;
@@ -21,9 +22,18 @@ pub(crate) async fn batch_record(
     conn: &mut PgConnection,
     params: &BatchRecord,
 ) -> FailResult<BatchRecorded> {
+    if !matches!(params.state, BatchState::Created | BatchState::Published) {
+        return Err(StoreError::InvalidInput {
+            reason: format!(
+                "a batch is recorded as created or published, not {}",
+                params.state
+            ),
+        }
+        .into());
+    }
     let now = to_ms(params.now);
     let step_ids: BTreeSet<i64> = params.steps.iter().map(|s| s.step_id).collect();
-    let steps = load_steps(conn, &step_ids).await?;
+    let steps = load_steps(conn, &step_ids, false).await?;
     let task_ids: BTreeSet<i64> = steps.values().map(|s| s.task_id).collect();
     let tasks = load_tasks(conn, &task_ids).await?;
     let plan = plan_batch(

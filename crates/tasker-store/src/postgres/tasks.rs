@@ -150,13 +150,13 @@ pub(crate) async fn task_create(
     let rows: Vec<(i32, i64)> = sqlx::query_as(
         "INSERT INTO tasker_workflow_steps (task_id, name, position, handler_class, handler_config,
                                             retryable, retry_limit, timeout_ms, backoff, state,
-                                            attempts, created_at, updated_at)
+                                            attempts, unmet_parents, created_at, updated_at)
          SELECT $1, u.name, u.position, u.handler_class, u.handler_config, u.retryable,
-                u.retry_limit, u.timeout_ms, u.backoff, 'pending', 0, $2, $2
+                u.retry_limit, u.timeout_ms, u.backoff, 'pending', 0, u.unmet_parents, $2, $2
          FROM UNNEST($3::text[], $4::int4[], $5::text[], $6::jsonb[], $7::bool[], $8::int4[],
-                     $9::int8[], $10::jsonb[])
+                     $9::int8[], $10::jsonb[], $11::int4[])
               AS u(name, position, handler_class, handler_config, retryable, retry_limit,
-                   timeout_ms, backoff)
+                   timeout_ms, backoff, unmet_parents)
          RETURNING position, step_id",
     )
     .bind(task_id)
@@ -169,6 +169,7 @@ pub(crate) async fn task_create(
     .bind(&retry_limits)
     .bind(&timeouts)
     .bind(&backoffs)
+    .bind(task.parent_counts())
     .fetch_all(&mut *conn)
     .await?;
     let mut step_ids = vec![0_i64; n];

@@ -20,22 +20,28 @@ use crate::plan::{
 use crate::records::{TransitionRecord, TransitionsApplied};
 use crate::time::to_ms;
 
-/// Locks and loads the steps, with their last transition's sort key.
+/// Locks and loads the steps, with their last transition's sort key. With `with_children`, their
+/// children are locked too (in the same id-ordered sweep), because completing a step updates its
+/// children's count of unmet parents.
 pub(crate) async fn load_steps(
     conn: &mut PgConnection,
     step_ids: &BTreeSet<i64>,
+    with_children: bool,
 ) -> FailResult<HashMap<i64, StepSnapshot>> {
     if step_ids.is_empty() {
         return Ok(HashMap::new());
     }
     let ids: Vec<i64> = step_ids.iter().copied().collect();
-    sqlx::query(
+    let lock = if with_children {
+        "SELECT step_id FROM tasker_workflow_steps
+         WHERE step_id = ANY($1)
+            OR step_id IN (SELECT to_step_id FROM tasker_step_edges WHERE from_step_id = ANY($1))
+         ORDER BY step_id FOR NO KEY UPDATE"
+    } else {
         "SELECT step_id FROM tasker_workflow_steps WHERE step_id = ANY($1)
-         ORDER BY step_id FOR NO KEY UPDATE",
-    )
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await?;
+         ORDER BY step_id FOR NO KEY UPDATE"
+    };
+    sqlx::query(lock).bind(&ids).execute(&mut *conn).await?;
     let rows = sqlx::query(
         "SELECT s.step_id, s.task_id, s.state, b.batch_uuid, s.attempts,
                 coalesce((SELECT max(x.sort_key) FROM tasker_step_transitions x
@@ -151,7 +157,7 @@ pub(crate) async fn transitions_apply(
         .iter()
         .flat_map(|set| set.steps.iter().map(|c| c.step_id))
         .collect();
-    let steps = load_steps(conn, &step_ids).await?;
+    let steps = load_steps(conn, &step_ids, true).await?;
     let task_ids: BTreeSet<i64> = params
         .changes
         .iter()
@@ -208,20 +214,22 @@ async fn write_plan(conn: &mut PgConnection, plan: &ChangePlan, now: i64) -> Fai
         let errors: Vec<Option<&serde_json::Value>> = u.iter().map(|x| x.error.as_ref()).collect();
         let backoffs: Vec<Option<i64>> = u.iter().map(|x| x.backoff_until).collect();
         let clears: Vec<bool> = u.iter().map(|x| x.clear_in_flight).collect();
+        let deltas: Vec<i32> = u.iter().map(|x| x.attempts_delta).collect();
         sqlx::query(
             "UPDATE tasker_workflow_steps AS s SET
                  state = u.state,
                  results = CASE WHEN u.set_results THEN u.results ELSE s.results END,
                  last_error = CASE WHEN u.set_error THEN u.error ELSE s.last_error END,
                  backoff_until = u.backoff_until,
+                 attempts = greatest(0, s.attempts + u.attempts_delta),
                  in_flight_batch_id = CASE WHEN u.clear THEN NULL ELSE s.in_flight_batch_id END,
                  in_flight_deadline_at = CASE WHEN u.clear THEN NULL
                                               ELSE s.in_flight_deadline_at END,
                  updated_at = $1
              FROM UNNEST($2::int8[], $3::text[], $4::bool[], $5::jsonb[], $6::bool[],
-                         $7::jsonb[], $8::int8[], $9::bool[])
+                         $7::jsonb[], $8::int8[], $9::bool[], $10::int4[])
                   AS u(step_id, state, set_results, results, set_error, error, backoff_until,
-                       clear)
+                       clear, attempts_delta)
              WHERE s.step_id = u.step_id",
         )
         .bind(now)
@@ -233,9 +241,22 @@ async fn write_plan(conn: &mut PgConnection, plan: &ChangePlan, now: i64) -> Fai
         .bind(&errors)
         .bind(&backoffs)
         .bind(&clears)
+        .bind(&deltas)
         .execute(&mut *conn)
         .await?;
         insert_transitions(conn, TransitionTable::Step, &plan.step_transitions, now).await?;
+    }
+    if !plan.newly_satisfied.is_empty() {
+        sqlx::query(
+            "UPDATE tasker_workflow_steps AS c SET unmet_parents = c.unmet_parents - d.n
+             FROM (SELECT to_step_id, count(*) AS n FROM tasker_step_edges
+                   WHERE from_step_id = ANY($1)
+                   GROUP BY to_step_id) AS d
+             WHERE c.step_id = d.to_step_id",
+        )
+        .bind(&plan.newly_satisfied)
+        .execute(&mut *conn)
+        .await?;
     }
     if !plan.task_updates.is_empty() {
         let ids: Vec<i64> = plan.task_updates.iter().map(|u| u.task_id).collect();

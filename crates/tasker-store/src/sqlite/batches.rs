@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{Value, json};
 use sqlx::SqliteConnection;
 use sqlx::types::Json;
+use tasker_core::state::BatchState;
 use uuid::Uuid;
 
 use super::rows;
@@ -22,6 +23,15 @@ pub(crate) async fn batch_record(
     conn: &mut SqliteConnection,
     params: &BatchRecord,
 ) -> FailResult<BatchRecorded> {
+    if !matches!(params.state, BatchState::Created | BatchState::Published) {
+        return Err(StoreError::InvalidInput {
+            reason: format!(
+                "a batch is recorded as created or published, not {}",
+                params.state
+            ),
+        }
+        .into());
+    }
     let now = to_ms(params.now);
     let step_ids: BTreeSet<i64> = params.steps.iter().map(|s| s.step_id).collect();
     let steps = load_steps(conn, &step_ids).await?;

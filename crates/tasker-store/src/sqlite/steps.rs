@@ -49,17 +49,13 @@ pub(crate) async fn steps_ready(
          FROM tasker_workflow_steps s
          JOIN tasker_tasks t ON t.task_id = s.task_id
          WHERE s.state IN ('pending', 'error') AND s.in_flight_batch_id IS NULL
+           AND s.unmet_parents = 0
            AND (s.state = 'pending'
                 OR (s.retryable = 1 AND s.attempts < s.retry_limit
                     AND (s.backoff_until IS NULL OR s.backoff_until <= $1)))
            AND t.state IN ('pending', 'in_progress')
            AND ($2 IS NULL OR s.task_id IN (SELECT value FROM json_each($2)))
            AND ($3 IS NULL OR (t.claimed_by = $3 AND t.claim_expires_at > $1))
-           AND NOT EXISTS (
-               SELECT 1 FROM tasker_step_edges e
-               JOIN tasker_workflow_steps p ON p.step_id = e.from_step_id
-               WHERE e.to_step_id = s.step_id
-                 AND p.state NOT IN ('complete', 'resolved_manually'))
          ORDER BY s.step_id
          LIMIT $4",
     )

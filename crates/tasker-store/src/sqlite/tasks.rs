@@ -106,10 +106,11 @@ pub(crate) async fn task_create(
     let rows: Vec<(i64, i64)> = sqlx::query_as(
         "INSERT INTO tasker_workflow_steps (task_id, name, position, handler_class, handler_config,
                                             retryable, retry_limit, timeout_ms, backoff, state,
-                                            attempts, created_at, updated_at)
+                                            attempts, unmet_parents, created_at, updated_at)
          SELECT $1, j.value ->> 'name', j.value ->> 'position', j.value ->> 'handler_class',
                 j.value -> 'handler_config', j.value ->> 'retryable', j.value ->> 'retry_limit',
-                j.value ->> 'timeout_ms', j.value -> 'backoff', 'pending', 0, $3, $3
+                j.value ->> 'timeout_ms', j.value -> 'backoff', 'pending', 0,
+                j.value ->> 'unmet_parents', $3, $3
          FROM json_each($2) AS j
          RETURNING position, step_id",
     )

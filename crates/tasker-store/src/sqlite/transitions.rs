@@ -191,6 +191,7 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &ChangePlan, now: i64) ->
                     row.insert("backoff_until".into(), t.into());
                 }
                 row.insert("clear".into(), u.clear_in_flight.into());
+                row.insert("attempts_delta".into(), u.attempts_delta.into());
                 Value::Object(row)
             })
             .collect();
@@ -200,6 +201,7 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &ChangePlan, now: i64) ->
                  results = coalesce(u.value -> 'results', s.results),
                  last_error = coalesce(u.value -> 'error', s.last_error),
                  backoff_until = u.value ->> 'backoff_until',
+                 attempts = max(0, s.attempts + (u.value ->> 'attempts_delta')),
                  in_flight_batch_id = CASE WHEN u.value ->> 'clear' THEN NULL
                                            ELSE s.in_flight_batch_id END,
                  in_flight_deadline_at = CASE WHEN u.value ->> 'clear' THEN NULL
@@ -213,6 +215,18 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &ChangePlan, now: i64) ->
         .execute(&mut *conn)
         .await?;
         insert_transitions(conn, TransitionTable::Step, &plan.step_transitions, now).await?;
+    }
+    if !plan.newly_satisfied.is_empty() {
+        sqlx::query(
+            "UPDATE tasker_workflow_steps AS c SET unmet_parents = c.unmet_parents - d.n
+             FROM (SELECT to_step_id, count(*) AS n FROM tasker_step_edges
+                   WHERE from_step_id IN (SELECT value FROM json_each($1))
+                   GROUP BY to_step_id) AS d
+             WHERE c.step_id = d.to_step_id",
+        )
+        .bind(Json(&plan.newly_satisfied))
+        .execute(&mut *conn)
+        .await?;
     }
     if !plan.task_updates.is_empty() {
         let updates: Vec<Value> = plan

@@ -32,7 +32,24 @@ pub async fn ready_steps_follow_dependencies(h: &mut Harness) {
     assert_eq!(ready_ids(s, t(2)).await, vec![b, c]);
     run_ok(s, &[b], t(3)).await;
     assert_eq!(ready_ids(s, t(3)).await, vec![c], "d waits for c");
-    run_ok(s, &[c], t(4)).await;
+    // An operator resolves c by hand: that satisfies d as well as completing it would.
+    let resolved = apply(
+        s,
+        vec![StepChange {
+            step_id: c,
+            expect_state: StepState::Pending,
+            expect_batch: None,
+            to_state: StepState::ResolvedManually,
+            event: "resolve_manually".into(),
+            metadata: None,
+            results: Some(serde_json::json!({ "by": "ops" })),
+            error: None,
+            backoff_until: None,
+        }],
+        t(4),
+    )
+    .await;
+    assert_eq!(resolved.applied, vec![0]);
     assert_eq!(ready_ids(s, t(4)).await, vec![d]);
     let ready = s
         .steps_ready(StepsReady {

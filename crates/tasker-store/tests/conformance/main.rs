@@ -65,6 +65,8 @@ conformance! {
     transitions::all_or_nothing_writes_nothing_on_conflict,
     transitions::entering_in_progress_needs_a_batch,
     transitions::task_and_batch_transitions_keep_history,
+    transitions::requeue_does_not_count_an_attempt,
+    transitions::transitions_outside_the_state_machine_are_refused,
     ledger::ledger_deduplicates_on_batch_step_and_kind,
     ledger::refused_results_are_recorded_with_the_reason,
     maintenance::timed_out_steps_are_found_by_deadline,

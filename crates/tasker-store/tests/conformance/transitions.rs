@@ -389,3 +389,139 @@ pub async fn task_and_batch_transitions_keep_history(h: &mut Harness) {
         BatchState::Completed
     );
 }
+
+pub async fn requeue_does_not_count_an_attempt(h: &mut Harness) {
+    let s = h.store.as_ref();
+    let task = s.task_create(diamond("ns", "rq", t(0))).await.unwrap();
+    let a = task.step_ids[0];
+    let (batch, recorded) = dispatch(s, &[a], t(1)).await;
+    assert_eq!(recorded.included[0].attempt, 1);
+    // The send failed: the batch never reached a worker.
+    let applied = crate::fixtures::apply(
+        s,
+        vec![StepChange {
+            event: "requeue".into(),
+            ..finish(a, batch, StepState::Pending)
+        }],
+        t(2),
+    )
+    .await;
+    assert_eq!(applied.applied, vec![0]);
+    let dag = s.task_load_dag(task.task_id).await.unwrap();
+    assert_eq!(dag.steps[0].state, StepState::Pending);
+    assert_eq!(
+        dag.steps[0].attempts, 0,
+        "an attempt never sent does not count"
+    );
+    assert_eq!(dag.steps[0].in_flight_batch, None);
+    assert_eq!(crate::fixtures::ready_ids(s, t(2)).await, vec![a]);
+    let (_, again) = dispatch(s, &[a], t(3)).await;
+    assert_eq!(again.included[0].attempt, 1);
+}
+
+pub async fn transitions_outside_the_state_machine_are_refused(h: &mut Harness) {
+    let s = h.store.as_ref();
+    let mut template = diamond("ns", "sm", t(0));
+    template.steps = vec![step("only")];
+    template.edges.clear();
+    let task = s.task_create(template).await.unwrap();
+    let only = task.step_ids[0];
+    let batch = crate::fixtures::run_ok(s, &[only], t(1)).await;
+    let applied = s
+        .transitions_apply(TransitionsApply {
+            now: t(2),
+            claimant: None,
+            ledger: vec![],
+            changes: vec![
+                // complete → pending: no event does that.
+                ChangeSet {
+                    steps: vec![StepChange {
+                        step_id: only,
+                        expect_state: StepState::Complete,
+                        expect_batch: None,
+                        to_state: StepState::Pending,
+                        event: "rewind".into(),
+                        metadata: None,
+                        results: None,
+                        error: None,
+                        backoff_until: None,
+                    }],
+                    ..ChangeSet::default()
+                },
+                // in_progress → pending for a task: no event does that either.
+                ChangeSet {
+                    tasks: vec![TaskChange {
+                        task_id: task.task_id,
+                        expect_state: TaskState::InProgress,
+                        to_state: TaskState::Pending,
+                        event: "rewind".into(),
+                        metadata: None,
+                    }],
+                    ..ChangeSet::default()
+                },
+                // published → executing is allowed; executing → executing is an idempotent
+                // repeat: applied, nothing recorded.
+                ChangeSet {
+                    batches: vec![
+                        BatchChange {
+                            batch_uuid: batch,
+                            expect_state: BatchState::Published,
+                            to_state: BatchState::Executing,
+                            event: "receive_result".into(),
+                            metadata: None,
+                        },
+                        BatchChange {
+                            batch_uuid: batch,
+                            expect_state: BatchState::Executing,
+                            to_state: BatchState::Executing,
+                            event: "receive_result".into(),
+                            metadata: None,
+                        },
+                    ],
+                    ..ChangeSet::default()
+                },
+            ],
+            all_or_nothing: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(applied.applied, vec![2]);
+    for refused in &applied.refused {
+        assert!(
+            matches!(&refused.refusals[0].reason, RefusalReason::NotAllowed { detail } if detail.contains("not an allowed transition")),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        s.task_load_dag(task.task_id).await.unwrap().steps[0].state,
+        StepState::Complete
+    );
+    let history = s
+        .transitions_list(TransitionsOf::Batch(batch))
+        .await
+        .unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|r| r.to_state.as_str())
+            .collect::<Vec<_>>(),
+        ["published", "executing"],
+        "the repeat wrote no row"
+    );
+    // A batch is born created or published, nothing else.
+    let err = s
+        .batch_record(tasker_store::BatchRecord {
+            now: t(3),
+            claimant: None,
+            batch_uuid: Uuid::new_v4(),
+            worker_id: None,
+            handler_class: None,
+            timeout_ms: 1,
+            state: BatchState::Completed,
+            metadata: None,
+            steps: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err:?}");
+}
