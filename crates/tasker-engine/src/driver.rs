@@ -1,18 +1,34 @@
 //! The I/O shell around the engine core: one tokio task that receives frames, commands, store
-//! completions and timer ticks, hands them to the core, and executes the actions it returns.
+//! completions and timer ticks, hands them to the [`EngineCore`], and executes the actions it
+//! returns — sending frames and spawning store operations whose completions come back as events.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tasker_store::Store;
-use tasker_transport::{RouterEvents, RouterHandle};
+use chrono::{DateTime, Utc};
+use tasker_store::{
+    BatchRecorded, Store, StoreError, TaskDag, TasksActive, TasksClaim, TasksLease,
+    TransitionsApplied,
+};
+use tasker_transport::{RouterEvent, RouterEvents, RouterHandle, TransportError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::core::{Action, EngineCore, duration_ms};
 use crate::error::EngineResult;
 use crate::options::EngineOptions;
+use crate::result_intake::CommitBook;
 use crate::stats::StatsCounters;
 use crate::task::TaskOutcome;
+
+/// Most frames taken from the socket in one go before the core gets to commit and dispatch.
+const FRAMES_PER_TURN: usize = 1024;
+/// Tasks newly claimed per claim round.
+const CLAIM_LIMIT: u32 = 500;
+/// Longest wait for writes in flight when stopping.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// What an [`EngineHandle`](crate::EngineHandle) asks of the loop.
 #[derive(Debug)]
@@ -28,6 +44,44 @@ pub(crate) enum Command {
     Shutdown { done: oneshot::Sender<()> },
 }
 
+/// Completions of the store operations and sends the shell spawned.
+#[derive(Debug)]
+enum Internal {
+    BatchRecorded {
+        batch_id: Uuid,
+        result: Result<BatchRecorded, StoreError>,
+    },
+    SendFailed {
+        batch_id: Uuid,
+        error: TransportError,
+    },
+    CommitDone {
+        book: Box<CommitBook>,
+        result: Result<TransitionsApplied, StoreError>,
+    },
+    TasksLoaded(Vec<TaskDag>),
+    TaskLoadFailed(i64, StoreError),
+    ClaimDone(Result<bool, StoreError>),
+    LeasesRenewed {
+        asked: Vec<i64>,
+        result: Result<Vec<i64>, StoreError>,
+    },
+    TaskChecked {
+        task_id: i64,
+        result: Result<TaskDag, StoreError>,
+    },
+}
+
+/// What executing actions needs.
+struct Shell {
+    store: Arc<dyn Store>,
+    router: RouterHandle,
+    internal: mpsc::UnboundedSender<Internal>,
+    clock: Arc<dyn Clock>,
+    orchestrator_id: String,
+    lease_ms: i64,
+}
+
 /// Spawns the engine loop.
 pub(crate) fn spawn(
     options: EngineOptions,
@@ -38,21 +92,340 @@ pub(crate) fn spawn(
     events: RouterEvents,
     commands: mpsc::UnboundedReceiver<Command>,
 ) -> JoinHandle<()> {
-    let _ = (options, store, clock, stats, events);
-    tokio::spawn(async move {
-        let mut commands = commands;
-        while let Some(command) = commands.recv().await {
-            match command {
-                Command::TaskCreated { .. } => {}
-                Command::AwaitTask { reply, .. } => {
-                    let _ = reply.send(Err(crate::error::EngineError::Stopped));
-                }
-                Command::Shutdown { done } => {
-                    let _ = done.send(());
-                    break;
+    tokio::spawn(run(options, store, clock, stats, router, events, commands))
+}
+
+async fn run(
+    options: EngineOptions,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<StatsCounters>,
+    router: RouterHandle,
+    mut events: RouterEvents,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let poll_interval = options.poll_interval;
+    let (internal, mut internal_events) = mpsc::unbounded_channel();
+    let shell = Shell {
+        store,
+        router,
+        internal,
+        clock: Arc::clone(&clock),
+        orchestrator_id: options.orchestrator_id.clone(),
+        lease_ms: i64::try_from(duration_ms(options.lease_duration)).unwrap_or(i64::MAX),
+    };
+    let mut core = EngineCore::new(options, stats, clock.now());
+    shell.execute(core.take_actions());
+    let mut stopping: Option<(Option<oneshot::Sender<()>>, tokio::time::Instant)> = None;
+    loop {
+        let now = clock.now();
+        let wait = (core.next_due() - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(poll_interval);
+        tokio::select! {
+            biased;
+            Some(event) = internal_events.recv() => {
+                handle_internal(&mut core, event, clock.now());
+                while let Ok(event) = internal_events.try_recv() {
+                    handle_internal(&mut core, event, clock.now());
                 }
             }
+            command = commands.recv(), if stopping.is_none() => match command {
+                Some(Command::TaskCreated { task_id }) => {
+                    tracing::debug!(task_id, "task created; claiming");
+                    core.request_claim();
+                }
+                Some(Command::AwaitTask { task_id, reply }) => core.on_await(task_id, reply),
+                Some(Command::Shutdown { done }) => {
+                    core.begin_shutdown();
+                    stopping = Some((Some(done), tokio::time::Instant::now() + SHUTDOWN_WAIT));
+                }
+                None => {
+                    core.begin_shutdown();
+                    stopping = Some((None, tokio::time::Instant::now() + SHUTDOWN_WAIT));
+                }
+            },
+            event = events.recv(), if stopping.is_none() => match event {
+                Some(event) => {
+                    handle_router_event(&mut core, event, clock.now());
+                    for _ in 1..FRAMES_PER_TURN {
+                        match events.try_recv() {
+                            Some(event) => handle_router_event(&mut core, event, clock.now()),
+                            None => break,
+                        }
+                    }
+                }
+                None => {
+                    tracing::error!("the ROUTER socket closed; the engine stops");
+                    core.begin_shutdown();
+                    stopping = Some((None, tokio::time::Instant::now() + SHUTDOWN_WAIT));
+                }
+            },
+            () = tokio::time::sleep(wait) => {}
         }
-        router.shutdown().await;
-    })
+        if let Some((_, until)) = &stopping {
+            if !core.has_writes_in_flight() || tokio::time::Instant::now() >= *until {
+                break;
+            }
+            // Only store completions matter now; their follow-up actions (acks) still go out.
+            let actions = core.take_actions();
+            shell.execute(actions);
+            continue;
+        }
+        let now = clock.now();
+        if core.next_due() <= now {
+            core.on_tick(now);
+        }
+        core.dispatch(now);
+        core.start_commit(now);
+        shell.execute(core.take_actions());
+    }
+    // Acks and other frames decided while stopping.
+    shell.execute(
+        core.take_actions()
+            .into_iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .collect(),
+    );
+    let held = core.task_ids();
+    if !held.is_empty() {
+        let release = shell
+            .store
+            .tasks_release(TasksLease {
+                orchestrator_id: shell.orchestrator_id.clone(),
+                task_ids: held,
+                now: clock.now(),
+                lease_ms: shell.lease_ms,
+            })
+            .await;
+        if let Err(error) = release {
+            tracing::warn!(%error, "releasing task claims at shutdown failed; they expire with their leases");
+        }
+    }
+    shell.router.shutdown().await;
+    tracing::info!("engine stopped");
+    if let Some((Some(done), _)) = stopping {
+        let _ = done.send(());
+    }
+}
+
+fn handle_router_event(core: &mut EngineCore, event: RouterEvent, now: DateTime<Utc>) {
+    match event {
+        RouterEvent::Message(inbound) => {
+            core.on_frame(inbound.peer, inbound.payload, now, Instant::now());
+        }
+        RouterEvent::Rejected(error) => core.on_transport_rejected(error),
+    }
+}
+
+fn handle_internal(core: &mut EngineCore, event: Internal, now: DateTime<Utc>) {
+    match event {
+        Internal::BatchRecorded { batch_id, result } => {
+            core.on_batch_recorded(batch_id, result, now);
+        }
+        Internal::SendFailed { batch_id, error } => core.on_send_failed(batch_id, &error, now),
+        Internal::CommitDone { book, result } => core.on_commit_done(*book, result, now),
+        Internal::TasksLoaded(dags) => core.on_tasks_loaded(dags, now),
+        Internal::TaskLoadFailed(task_id, error) => core.on_task_load_failed(task_id, &error),
+        Internal::ClaimDone(result) => core.on_claim_done(result),
+        Internal::LeasesRenewed { asked, result } => core.on_leases_renewed(asked, result),
+        Internal::TaskChecked { task_id, result } => core.on_task_checked(task_id, result, now),
+    }
+}
+
+impl Shell {
+    fn execute(&self, actions: Vec<Action>) {
+        for action in actions {
+            self.execute_one(action);
+        }
+    }
+
+    fn execute_one(&self, action: Action) {
+        match action {
+            Action::Send { peer, message } => {
+                let frame = tasker_protocol::encode(&message);
+                // Fire and forget: a lost ack or heartbeat is repaired by the protocol (re-sent
+                // results, liveness); the outcome is counted in the transport's stats.
+                drop(self.router.send(&peer, frame));
+            }
+            Action::SendBatch {
+                peer,
+                batch_id,
+                frame,
+            } => {
+                let pending = self.router.send(&peer, frame);
+                let internal = self.internal.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = pending.await {
+                        let _ = internal.send(Internal::SendFailed { batch_id, error });
+                    }
+                });
+            }
+            Action::RecordBatch { batch_id, params } => {
+                let store = Arc::clone(&self.store);
+                let internal = self.internal.clone();
+                tokio::spawn(async move {
+                    let result = store.batch_record(params).await;
+                    let _ = internal.send(Internal::BatchRecorded { batch_id, result });
+                });
+            }
+            Action::Commit { params, book } => {
+                let store = Arc::clone(&self.store);
+                let internal = self.internal.clone();
+                tokio::spawn(async move {
+                    let result = store.transitions_apply(params).await;
+                    let _ = internal.send(Internal::CommitDone { book, result });
+                });
+            }
+            Action::ClaimTasks { recover } => {
+                let store = Arc::clone(&self.store);
+                let internal = self.internal.clone();
+                let orchestrator_id = self.orchestrator_id.clone();
+                let lease_ms = self.lease_ms;
+                let now = self.clock.now();
+                tokio::spawn(async move {
+                    let result =
+                        claim_tasks(&*store, &orchestrator_id, lease_ms, now, recover).await;
+                    match result {
+                        Ok((ids, more)) => {
+                            load_tasks(&*store, ids, &internal).await;
+                            let _ = internal.send(Internal::ClaimDone(Ok(more)));
+                        }
+                        Err(error) => {
+                            let _ = internal.send(Internal::ClaimDone(Err(error)));
+                        }
+                    }
+                });
+            }
+            Action::LoadTasks(ids) => {
+                let store = Arc::clone(&self.store);
+                let internal = self.internal.clone();
+                tokio::spawn(async move { load_tasks(&*store, ids, &internal).await });
+            }
+            Action::RenewLeases(ids) => {
+                let store = Arc::clone(&self.store);
+                let internal = self.internal.clone();
+                let params = TasksLease {
+                    orchestrator_id: self.orchestrator_id.clone(),
+                    task_ids: ids.clone(),
+                    now: self.clock.now(),
+                    lease_ms: self.lease_ms,
+                };
+                tokio::spawn(async move {
+                    let result = store.tasks_lease_renew(params).await;
+                    let _ = internal.send(Internal::LeasesRenewed { asked: ids, result });
+                });
+            }
+            Action::ReleaseLeases(ids) => {
+                let store = Arc::clone(&self.store);
+                let params = TasksLease {
+                    orchestrator_id: self.orchestrator_id.clone(),
+                    task_ids: ids,
+                    now: self.clock.now(),
+                    lease_ms: self.lease_ms,
+                };
+                tokio::spawn(async move {
+                    if let Err(error) = store.tasks_release(params).await {
+                        tracing::warn!(%error, "releasing claims of finished tasks failed");
+                    }
+                });
+            }
+            Action::UpsertWorker(params) => {
+                let store = Arc::clone(&self.store);
+                tokio::spawn(async move {
+                    let worker_id = params.worker_id.clone();
+                    if let Err(error) = store.worker_upsert(params).await {
+                        tracing::warn!(worker_id, %error, "recording a worker failed");
+                    }
+                });
+            }
+            Action::CheckTask(task_id) => {
+                let store = Arc::clone(&self.store);
+                let internal = self.internal.clone();
+                tokio::spawn(async move {
+                    let result = store.task_load_dag(task_id).await;
+                    let _ = internal.send(Internal::TaskChecked { task_id, result });
+                });
+            }
+        }
+    }
+}
+
+/// Claims free tasks; with `recover`, first takes back (renews) those already claimed by this
+/// orchestrator (a restart under the same id). Returns the ids and whether the claim hit its
+/// limit.
+async fn claim_tasks(
+    store: &dyn Store,
+    orchestrator_id: &str,
+    lease_ms: i64,
+    now: DateTime<Utc>,
+    recover: bool,
+) -> Result<(Vec<i64>, bool), StoreError> {
+    let mut ids = Vec::new();
+    if recover {
+        let mut after = None;
+        loop {
+            let page = store
+                .tasks_active(TasksActive {
+                    after_task_id: after,
+                    limit: 1000,
+                    claimed_by: Some(orchestrator_id.to_owned()),
+                })
+                .await?;
+            if !page.items.is_empty() {
+                let renewed = store
+                    .tasks_lease_renew(TasksLease {
+                        orchestrator_id: orchestrator_id.to_owned(),
+                        task_ids: page.items.clone(),
+                        now,
+                        lease_ms,
+                    })
+                    .await?;
+                ids.extend(renewed);
+            }
+            match page.next_cursor {
+                Some(cursor) => after = Some(cursor),
+                None => break,
+            }
+        }
+        if !ids.is_empty() {
+            tracing::info!(
+                tasks = ids.len(),
+                "recovering tasks claimed before a restart"
+            );
+        }
+    }
+    let claimed = store
+        .tasks_claim(TasksClaim {
+            orchestrator_id: orchestrator_id.to_owned(),
+            now,
+            lease_ms,
+            limit: CLAIM_LIMIT,
+        })
+        .await?;
+    let more = claimed.len() >= CLAIM_LIMIT as usize;
+    ids.extend(claimed);
+    ids.sort_unstable();
+    ids.dedup();
+    Ok((ids, more))
+}
+
+/// Loads tasks' DAGs and reports them in chunks.
+async fn load_tasks(store: &dyn Store, ids: Vec<i64>, internal: &mpsc::UnboundedSender<Internal>) {
+    let mut loaded = Vec::new();
+    for task_id in ids {
+        match store.task_load_dag(task_id).await {
+            Ok(dag) => loaded.push(dag),
+            Err(error) => {
+                let _ = internal.send(Internal::TaskLoadFailed(task_id, error));
+            }
+        }
+        if loaded.len() >= 100 {
+            let _ = internal.send(Internal::TasksLoaded(std::mem::take(&mut loaded)));
+        }
+    }
+    if !loaded.is_empty() {
+        let _ = internal.send(Internal::TasksLoaded(loaded));
+    }
 }

@@ -56,13 +56,41 @@
 //! - [`stats`]: [`EngineStats`] and latency samples.
 //! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
 //! - [`error`]: [`EngineError`], the crate's one error type.
-//! - `driver`: the I/O shell — the one tokio task that owns the engine's state, receives frames,
-//!   commands, store completions and timer ticks, and executes the core's actions.
+//! - `core`: the engine core — every piece of state and every decision, no I/O: event handlers
+//!   that accumulate actions (send, record a batch, commit a group, claim or load tasks).
+//! - `sessions`: frames from workers — decoding, rejected frames, hello/welcome, heartbeats,
+//!   goodbye, re-hello reconciliation of `in_flight`.
+//! - `dispatcher`: pure batch planning over ready steps and workers' credit.
+//! - `result_intake`: result classification (applied/duplicate/fenced/rejected), group commit,
+//!   acknowledgements after commit, reconciliation of batch completions, backoff.
+//! - `finalizer`: pure decision whether a task is complete, failed (naming the steps) or waits.
+//! - `runtime`: the in-memory model (tasks with their DAGs, batches, worker sessions).
+//! - `driver`: the I/O shell — the one tokio task that owns the core, receives frames, commands,
+//!   store completions and timer ticks, and executes the core's actions.
+//!
+//! # Design
+//!
+//! One engine loop (a tokio task) owns all state, so every change is sequential. Store writes
+//! (batch records, group commits, claims) run as spawned futures whose completion is just another
+//! event: while a group commit is in flight the loop keeps receiving, and the results that arrive
+//! meanwhile form the next group (group commit without a timer). Readiness comes from each
+//! active task's in-memory DAG: a committed result makes its children ready at once. Time-based
+//! work (backoff expiry, step deadlines, worker liveness, heartbeats) sleeps until the earliest
+//! deadline; a slow safety-net poll ([`EngineOptions::poll_interval`]) claims tasks created by
+//! other processes. Tasks are claimed with leases under [`EngineOptions::orchestrator_id`], and
+//! every write is conditional (state, in-flight batch, claim), so a stale decision is refused by
+//! the store instead of applied; the engine then reloads the task.
 pub mod clock;
+mod core;
+mod dispatcher;
 mod driver;
 pub mod engine;
 pub mod error;
+mod finalizer;
 pub mod options;
+mod result_intake;
+mod runtime;
+mod sessions;
 pub mod stats;
 pub mod task;
 pub mod templates;

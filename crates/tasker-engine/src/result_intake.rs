@@ -1,0 +1,1204 @@
+//! Result intake: classifies results (applied / duplicate / fenced / rejected, spec §9.4),
+//! builds one group-committed transaction for everything that arrived meanwhile (ledger entries,
+//! step transitions with output or error and backoff, batch transitions, the task's transition
+//! when it finished), applies the outcome to memory after the commit, and acknowledges each result
+//! to its worker only then. Internal state changes (timeouts, lost workers, requeues, pure
+//! finalizations) travel the same path.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tasker_core::backoff::{next_retry_delay, retry_at};
+use tasker_core::state::{BatchEvent, BatchState, StepState, TaskState};
+use tasker_protocol::{
+    AckEntry, AckOutcome, BatchCompletion, OrchestratorMessage, PROTOCOL_VERSION, PartialResult,
+    ResultAck, ResultKey, StepStatus, StepSummary,
+};
+use tasker_store::{
+    BatchChange, ChangeSet, LedgerEntry, LedgerOutcome, StepChange, StoreError, TaskChange,
+    TransitionsApplied, TransitionsApply,
+};
+use tasker_transport::PeerId;
+use uuid::Uuid;
+
+use crate::core::{Action, EngineCore};
+use crate::finalizer::{Finalization, StepFacts, finalize};
+use crate::runtime::{BatchEndCause, BatchRuntime, Busy, StepRuntime};
+use crate::stats::StatsCounters;
+
+/// Most acknowledgements in one `result_ack`.
+const ACKS_PER_MESSAGE: usize = 500;
+
+/// A state change waiting for the next group commit.
+#[derive(Debug, Clone)]
+pub(crate) enum CommitItem {
+    /// A step's final result from a worker.
+    Partial {
+        peer: PeerId,
+        worker_id: String,
+        raw: String,
+        result: PartialResult,
+        received: Instant,
+    },
+    /// A batch's completion from a worker.
+    Completion {
+        peer: PeerId,
+        worker_id: String,
+        raw: String,
+        completion: BatchCompletion,
+    },
+    /// An attempt ended without a result: fail it (retryable unless the cause says otherwise).
+    Lost {
+        batch_id: Uuid,
+        step_id: i64,
+        cause: LossCause,
+    },
+    /// An attempt that never reached its worker: back to `pending`.
+    Requeue {
+        batch_id: Uuid,
+        step_id: i64,
+        cause: &'static str,
+    },
+    /// A task whose steps say it is finished.
+    Finalize { task_id: i64 },
+    /// A batch whose steps all ended but whose completion will never come (its worker is gone).
+    CloseBatch { batch_id: Uuid },
+}
+
+/// Why an attempt ended without a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LossCause {
+    /// Its deadline (timeout + grace) passed.
+    Timeout,
+    /// Its worker was declared dead (or never came back after a restart).
+    WorkerLost,
+    /// Its worker re-registered without listing it.
+    NotListed,
+    /// Its request alone is larger than the frame limit.
+    RequestTooLarge,
+}
+
+impl LossCause {
+    fn error_class(self) -> &'static str {
+        match self {
+            LossCause::Timeout => "tasker.timeout",
+            LossCause::WorkerLost | LossCause::NotListed => "tasker.worker_lost",
+            LossCause::RequestTooLarge => "tasker.request_too_large",
+        }
+    }
+
+    fn retryable(self) -> bool {
+        !matches!(self, LossCause::RequestTooLarge)
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            LossCause::Timeout => "no result before the step's timeout (plus grace) passed",
+            LossCause::WorkerLost => "the worker running the step was lost",
+            LossCause::NotListed => "the worker re-registered without listing the step",
+            LossCause::RequestTooLarge => {
+                "the step's request (context and previous results) exceeds max_frame_bytes"
+            }
+        }
+    }
+
+    fn batch_end(self) -> BatchEndCause {
+        match self {
+            LossCause::Timeout => BatchEndCause::TimedOut,
+            LossCause::WorkerLost | LossCause::NotListed => BatchEndCause::WorkerLost,
+            LossCause::RequestTooLarge => BatchEndCause::NotRun,
+        }
+    }
+}
+
+/// What a result is, before the commit says whether its change applied (spec §9.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Its attempt is the step's current one: its change is in the commit.
+    Applicable,
+    /// Its attempt is over (superseded, ended, already being applied).
+    Fenced,
+    /// Never sent to this worker, not in the batch, or the wrong attempt.
+    Rejected,
+}
+
+/// A result in a commit, to acknowledge afterwards.
+#[derive(Debug, Clone)]
+struct BookedResult {
+    peer: PeerId,
+    key: ResultKey,
+    ledger_index: usize,
+    class: Class,
+    /// The change set its application depends on.
+    set: Option<usize>,
+}
+
+/// A step's state as it will be if its change set applies.
+#[derive(Debug, Clone)]
+struct Tentative {
+    index: usize,
+    step_id: i64,
+    batch_id: Uuid,
+    state: StepState,
+    results: Option<Value>,
+    error: Option<Value>,
+    backoff_until: Option<DateTime<Utc>>,
+    reported: Option<StepStatus>,
+    ended: Option<BatchEndCause>,
+    lost: bool,
+    received: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+struct TaskSet {
+    set: usize,
+    task_id: i64,
+    tentatives: Vec<Tentative>,
+    finalization: Option<Finalization>,
+}
+
+#[derive(Debug, Clone)]
+struct BatchSet {
+    set: usize,
+    batch_id: Uuid,
+    to: BatchState,
+}
+
+/// Everything needed to finish a commit once the store answers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CommitBook {
+    results: Vec<BookedResult>,
+    task_sets: Vec<TaskSet>,
+    batch_sets: Vec<BatchSet>,
+    completions: Vec<(Uuid, Vec<StepSummary>, Option<usize>)>,
+    internal: Vec<CommitItem>,
+}
+
+#[derive(Debug, Default)]
+struct TaskGroup {
+    changes: Vec<StepChange>,
+    tentatives: Vec<Tentative>,
+    ledger_first: Option<usize>,
+    results: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct BatchTouch {
+    receive_result: bool,
+    reported: HashMap<i64, StepStatus>,
+    ended: Vec<(i64, BatchEndCause)>,
+    completion: Option<(Vec<StepSummary>, usize, usize)>,
+    close: bool,
+}
+
+impl EngineCore {
+    /// Starts a group commit of everything pending, unless one is in flight (then the items wait
+    /// and join the next group).
+    pub(crate) fn start_commit(&mut self, now: DateTime<Utc>) {
+        if self.commit_in_flight || self.pending_items.is_empty() {
+            return;
+        }
+        let take = self
+            .pending_items
+            .len()
+            .min(self.options.max_results_per_commit);
+        let items: Vec<CommitItem> = self.pending_items.drain(..take).collect();
+        let mut ledger: Vec<LedgerEntry> = Vec::new();
+        let mut book = CommitBook::default();
+        let mut groups: BTreeMap<i64, TaskGroup> = BTreeMap::new();
+        let mut touched: BTreeMap<Uuid, BatchTouch> = BTreeMap::new();
+        let mut finalize_only: BTreeSet<i64> = BTreeSet::new();
+
+        for item in items {
+            match item {
+                CommitItem::Partial {
+                    peer,
+                    worker_id,
+                    raw,
+                    result,
+                    received,
+                } => {
+                    let ledger_index = ledger.len();
+                    ledger.push(LedgerEntry {
+                        batch_uuid: Some(result.batch_id.to_string()),
+                        step_id: Some(result.step_id),
+                        message_kind: tasker_store::LEDGER_PARTIAL_RESULT.to_owned(),
+                        worker_id: Some(worker_id.clone()),
+                        sequence: i64::try_from(result.sequence).ok(),
+                        status: Some(result.status.as_str().to_owned()),
+                        execution_time_ms: i64::try_from(result.execution_time_ms).ok(),
+                        raw_message: raw,
+                        processing_errors: None,
+                    });
+                    let result_index = book.results.len();
+                    let class = self.classify_partial(&result, &worker_id);
+                    book.results.push(BookedResult {
+                        peer,
+                        key: result.key(),
+                        ledger_index,
+                        class,
+                        set: None,
+                    });
+                    if class != Class::Applicable {
+                        continue;
+                    }
+                    let Some((task_id, index)) = self.step_index.get(&result.step_id).copied()
+                    else {
+                        continue;
+                    };
+                    let Some(task) = self.tasks.get_mut(&task_id) else {
+                        continue;
+                    };
+                    let step = &mut task.steps[index];
+                    step.busy = Busy::Committing;
+                    let policy = step.backoff.unwrap_or(self.options.default_backoff);
+                    let (change, tentative) =
+                        result_change(step, index, &result, &worker_id, received, policy, now);
+                    let group = groups.entry(task_id).or_default();
+                    group.changes.push(change);
+                    group.tentatives.push(tentative);
+                    group.ledger_first.get_or_insert(ledger_index);
+                    group.results.push(result_index);
+                    let touch = touched.entry(result.batch_id).or_default();
+                    touch.receive_result = true;
+                    touch.reported.insert(result.step_id, result.status);
+                }
+                CommitItem::Completion {
+                    peer,
+                    worker_id,
+                    raw,
+                    completion,
+                } => {
+                    let ledger_index = ledger.len();
+                    ledger.push(LedgerEntry {
+                        batch_uuid: Some(completion.batch_id.to_string()),
+                        step_id: None,
+                        message_kind: tasker_store::LEDGER_BATCH_COMPLETION.to_owned(),
+                        worker_id: Some(worker_id.clone()),
+                        sequence: None,
+                        status: Some(
+                            if completion.failed_steps == 0 {
+                                "completed"
+                            } else {
+                                "completed_with_failures"
+                            }
+                            .to_owned(),
+                        ),
+                        execution_time_ms: None,
+                        raw_message: raw,
+                        processing_errors: None,
+                    });
+                    let result_index = book.results.len();
+                    let already = touched
+                        .get(&completion.batch_id)
+                        .is_some_and(|t| t.completion.is_some());
+                    let class = if already {
+                        Class::Fenced
+                    } else {
+                        self.classify_completion(&completion, &worker_id)
+                    };
+                    book.results.push(BookedResult {
+                        peer,
+                        key: completion.key(),
+                        ledger_index,
+                        class,
+                        set: None,
+                    });
+                    if class != Class::Applicable {
+                        continue;
+                    }
+                    let touch = touched.entry(completion.batch_id).or_default();
+                    if let Some(batch) = self.batches.get(&completion.batch_id) {
+                        let findings =
+                            reconcile(batch, &touch.reported, &completion.step_summaries);
+                        if !findings.is_empty() {
+                            StatsCounters::add(&self.stats.reconciliation_discrepancies, 1);
+                            tracing::warn!(
+                                batch_id = %completion.batch_id,
+                                worker_id,
+                                ?findings,
+                                "batch completion disagrees with the partial results; the partial results stand"
+                            );
+                            ledger[ledger_index].processing_errors =
+                                Some(json!({ "reconciliation": findings }));
+                        }
+                    }
+                    touch.completion =
+                        Some((completion.step_summaries, result_index, ledger_index));
+                }
+                CommitItem::Lost {
+                    batch_id,
+                    step_id,
+                    cause,
+                } => {
+                    let Some((task_id, index)) = self.step_index.get(&step_id).copied() else {
+                        continue;
+                    };
+                    let Some(task) = self.tasks.get_mut(&task_id) else {
+                        continue;
+                    };
+                    let step = &mut task.steps[index];
+                    if step.in_flight != Some(batch_id) || step.busy != Busy::Idle {
+                        continue;
+                    }
+                    step.busy = Busy::Committing;
+                    let policy = step.backoff.unwrap_or(self.options.default_backoff);
+                    let (change, tentative) =
+                        loss_change(step, index, batch_id, cause, policy, now);
+                    let group = groups.entry(task_id).or_default();
+                    group.changes.push(change);
+                    group.tentatives.push(tentative);
+                    touched
+                        .entry(batch_id)
+                        .or_default()
+                        .ended
+                        .push((step_id, cause.batch_end()));
+                    book.internal.push(CommitItem::Lost {
+                        batch_id,
+                        step_id,
+                        cause,
+                    });
+                }
+                CommitItem::Requeue {
+                    batch_id,
+                    step_id,
+                    cause,
+                } => {
+                    let Some((task_id, index)) = self.step_index.get(&step_id).copied() else {
+                        continue;
+                    };
+                    let Some(task) = self.tasks.get_mut(&task_id) else {
+                        continue;
+                    };
+                    let step = &mut task.steps[index];
+                    if step.in_flight != Some(batch_id) || step.busy != Busy::Idle {
+                        continue;
+                    }
+                    step.busy = Busy::Committing;
+                    let change = StepChange {
+                        step_id,
+                        expect_state: StepState::InProgress,
+                        expect_batch: Some(batch_id),
+                        to_state: StepState::Pending,
+                        event: "requeue".to_owned(),
+                        metadata: Some(json!({ "batch_id": batch_id, "reason": cause })),
+                        results: None,
+                        error: None,
+                        backoff_until: None,
+                    };
+                    let group = groups.entry(task_id).or_default();
+                    group.changes.push(change);
+                    group.tentatives.push(Tentative {
+                        index,
+                        step_id,
+                        batch_id,
+                        state: StepState::Pending,
+                        results: None,
+                        error: None,
+                        backoff_until: None,
+                        reported: None,
+                        ended: Some(BatchEndCause::NotRun),
+                        lost: false,
+                        received: step.ready_since,
+                    });
+                    touched
+                        .entry(batch_id)
+                        .or_default()
+                        .ended
+                        .push((step_id, BatchEndCause::NotRun));
+                    book.internal.push(CommitItem::Requeue {
+                        batch_id,
+                        step_id,
+                        cause,
+                    });
+                }
+                CommitItem::Finalize { task_id } => {
+                    finalize_only.insert(task_id);
+                }
+                CommitItem::CloseBatch { batch_id } => {
+                    touched.entry(batch_id).or_default().close = true;
+                    book.internal.push(CommitItem::CloseBatch { batch_id });
+                }
+            }
+        }
+
+        let mut changes: Vec<ChangeSet> = Vec::new();
+        for task_id in &finalize_only {
+            groups.entry(*task_id).or_default();
+        }
+        for (task_id, group) in groups {
+            let Some(task) = self.tasks.get_mut(&task_id) else {
+                continue;
+            };
+            let mut views = task.views();
+            let mut errors: Vec<Option<Value>> =
+                task.steps.iter().map(|s| s.last_error.clone()).collect();
+            for t in &group.tentatives {
+                let view = &mut views[t.index];
+                view.state = t.state;
+                view.in_flight = false;
+                view.backoff_until = t.backoff_until;
+                if t.error.is_some() {
+                    errors[t.index].clone_from(&t.error);
+                }
+                view.retryable = task.steps[t.index].retryable
+                    && crate::engine::last_failure_retryable(errors[t.index].as_ref());
+            }
+            let finalization = if matches!(task.state, TaskState::Pending | TaskState::InProgress) {
+                let facts: Vec<StepFacts<'_>> = task
+                    .steps
+                    .iter()
+                    .zip(&errors)
+                    .map(|(s, e)| StepFacts {
+                        step_id: s.step_id,
+                        name: &s.name,
+                        last_error: e.as_ref(),
+                    })
+                    .collect();
+                finalize(task.state, &views, &facts, now)
+            } else {
+                None
+            };
+            if group.changes.is_empty() && finalization.is_none() {
+                task.finishing = false;
+                continue;
+            }
+            let tasks_changes = finalization
+                .iter()
+                .map(|f| TaskChange {
+                    task_id,
+                    expect_state: task.state,
+                    to_state: f.to,
+                    event: f.event.as_str().to_owned(),
+                    metadata: Some(f.metadata()),
+                })
+                .collect();
+            if finalization.is_some() {
+                task.finishing = true;
+            }
+            let set = changes.len();
+            changes.push(ChangeSet {
+                steps: group.changes,
+                tasks: tasks_changes,
+                batches: Vec::new(),
+                ledger_entry: group.ledger_first,
+            });
+            for r in group.results {
+                book.results[r].set = Some(set);
+            }
+            book.task_sets.push(TaskSet {
+                set,
+                task_id,
+                tentatives: group.tentatives,
+                finalization,
+            });
+        }
+
+        for (batch_id, touch) in touched {
+            let Some(batch) = self.batches.get(&batch_id) else {
+                continue;
+            };
+            let mut batch_changes = Vec::new();
+            let mut state = batch.state;
+            if batch.complete_list {
+                let mut step = |event: BatchEvent, state: &mut BatchState| {
+                    if let Ok(transition) = state.transition(event)
+                        && transition.is_changed()
+                    {
+                        batch_changes.push(BatchChange {
+                            batch_uuid: batch_id,
+                            expect_state: *state,
+                            to_state: transition.target(),
+                            event: event.as_str().to_owned(),
+                            metadata: None,
+                        });
+                        *state = transition.target();
+                    }
+                };
+                if touch.receive_result {
+                    step(BatchEvent::ReceiveResult, &mut state);
+                }
+                let ended: HashSet<i64> = touch.ended.iter().map(|(s, _)| *s).collect();
+                let all_done = batch
+                    .open
+                    .iter()
+                    .all(|s| touch.reported.contains_key(s) || ended.contains(s));
+                let completion_known = batch.completion.is_some() || touch.completion.is_some();
+                let end_cause = batch
+                    .ended_without_result
+                    .or_else(|| touch.ended.first().map(|(_, c)| *c));
+                if all_done && !state.is_terminal() {
+                    let event = if completion_known {
+                        Some(BatchEvent::Complete)
+                    } else {
+                        match end_cause {
+                            Some(BatchEndCause::TimedOut) => Some(BatchEvent::TimeOut),
+                            Some(BatchEndCause::WorkerLost | BatchEndCause::NotRun) => {
+                                Some(BatchEvent::Fail)
+                            }
+                            None if touch.close => Some(BatchEvent::Fail),
+                            None => None,
+                        }
+                    };
+                    if let Some(event) = event {
+                        step(event, &mut state);
+                    }
+                }
+            }
+            let set = if batch_changes.is_empty() {
+                None
+            } else {
+                let set = changes.len();
+                changes.push(ChangeSet {
+                    steps: Vec::new(),
+                    tasks: Vec::new(),
+                    batches: batch_changes,
+                    ledger_entry: touch.completion.as_ref().map(|(_, _, l)| *l),
+                });
+                book.batch_sets.push(BatchSet {
+                    set,
+                    batch_id,
+                    to: state,
+                });
+                Some(set)
+            };
+            if let Some((summaries, result_index, _)) = touch.completion {
+                book.results[result_index].set = set;
+                book.completions.push((batch_id, summaries, set));
+            }
+        }
+
+        if ledger.is_empty() && changes.is_empty() {
+            return;
+        }
+        self.commit_in_flight = true;
+        let params = TransitionsApply {
+            now,
+            claimant: Some(self.options.orchestrator_id.clone()),
+            ledger,
+            changes,
+            all_or_nothing: false,
+        };
+        self.push(Action::Commit {
+            params,
+            book: Box::new(book),
+        });
+    }
+
+    /// Where a partial result stands (spec §9.4; duplicates are found by the ledger).
+    fn classify_partial(&self, result: &PartialResult, worker_id: &str) -> Class {
+        if let Some(batch) = self.batches.get(&result.batch_id) {
+            if batch.worker_id.as_deref().is_some_and(|w| w != worker_id) {
+                return Class::Rejected;
+            }
+            let member = batch.steps.iter().find(|s| s.step_id == result.step_id);
+            match member {
+                None if batch.complete_list => return Class::Rejected,
+                Some(member) if member.attempt != result.attempt => return Class::Rejected,
+                _ => {}
+            }
+        }
+        let Some((task_id, index)) = self.step_index.get(&result.step_id).copied() else {
+            return self.old_or_unknown(&result.batch_id);
+        };
+        let Some(step) = self.tasks.get(&task_id).map(|t| &t.steps[index]) else {
+            return self.old_or_unknown(&result.batch_id);
+        };
+        if step.in_flight != Some(result.batch_id) {
+            return self.old_or_unknown(&result.batch_id);
+        }
+        if step.attempts != result.attempt {
+            return Class::Rejected;
+        }
+        if step.worker.as_deref().is_some_and(|w| w != worker_id) {
+            return Class::Rejected;
+        }
+        if step.busy != Busy::Idle {
+            // Its attempt is being ended by another change (a copy of this result, a timeout).
+            return Class::Fenced;
+        }
+        Class::Applicable
+    }
+
+    /// Where a batch completion stands.
+    fn classify_completion(&self, completion: &BatchCompletion, worker_id: &str) -> Class {
+        match self.batches.get(&completion.batch_id) {
+            Some(batch) => {
+                if batch.worker_id.as_deref().is_some_and(|w| w != worker_id) {
+                    Class::Rejected
+                } else if batch.completion.is_some() {
+                    Class::Fenced
+                } else {
+                    Class::Applicable
+                }
+            }
+            None => self.old_or_unknown(&completion.batch_id),
+        }
+    }
+
+    fn old_or_unknown(&self, batch_id: &Uuid) -> Class {
+        if self.knows_batch(batch_id) {
+            Class::Fenced
+        } else {
+            Class::Rejected
+        }
+    }
+
+    /// The store answered a group commit.
+    pub(crate) fn on_commit_done(
+        &mut self,
+        book: CommitBook,
+        result: Result<TransitionsApplied, StoreError>,
+        now: DateTime<Utc>,
+    ) {
+        self.commit_in_flight = false;
+        StatsCounters::add(&self.stats.commits, 1);
+        StatsCounters::add(&self.stats.results_committed, book.results.len() as u64);
+        let applied = match result {
+            Ok(applied) => applied,
+            Err(error) => {
+                tracing::error!(%error, results = book.results.len(), "group commit failed; results stay unacknowledged (workers re-send them)");
+                for set in &book.task_sets {
+                    if let Some(task) = self.tasks.get_mut(&set.task_id) {
+                        for t in &set.tentatives {
+                            if task.steps[t.index].busy == Busy::Committing {
+                                task.steps[t.index].busy = Busy::Idle;
+                            }
+                        }
+                        task.finishing = false;
+                    }
+                    self.dirty.insert(set.task_id);
+                }
+                self.retry_items.extend(book.internal);
+                self.pause(now);
+                return;
+            }
+        };
+        let applied_sets: HashSet<usize> = applied.applied.iter().copied().collect();
+        let mut resync = Vec::new();
+        for set in book.task_sets {
+            if applied_sets.contains(&set.set) {
+                self.apply_task_set(set);
+            } else {
+                let refusals = applied
+                    .refused
+                    .iter()
+                    .find(|r| r.index == set.set)
+                    .map(|r| r.refusals.clone())
+                    .unwrap_or_default();
+                tracing::warn!(
+                    task_id = set.task_id,
+                    ?refusals,
+                    "store refused a change set; resynchronising the task"
+                );
+                if let Some(task) = self.tasks.get_mut(&set.task_id) {
+                    for t in &set.tentatives {
+                        if task.steps[t.index].busy == Busy::Committing {
+                            task.steps[t.index].busy = Busy::Idle;
+                        }
+                    }
+                    task.finishing = false;
+                }
+                resync.push(set.task_id);
+            }
+        }
+        if !resync.is_empty() {
+            self.push(Action::LoadTasks(resync));
+        }
+        for set in book.batch_sets {
+            if applied_sets.contains(&set.set) {
+                if let Some(batch) = self.batches.get_mut(&set.batch_id) {
+                    batch.state = set.to;
+                }
+            } else {
+                tracing::debug!(batch_id = %set.batch_id, "store refused a batch transition");
+            }
+        }
+        for (batch_id, summaries, set) in book.completions {
+            if set.is_none_or(|s| applied_sets.contains(&s))
+                && let Some(batch) = self.batches.get_mut(&batch_id)
+            {
+                batch.completion = Some(summaries);
+            }
+        }
+        let mut closed: Vec<Uuid> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| b.state.is_terminal() && b.open.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        closed.sort_unstable();
+        for batch_id in closed {
+            self.batches.remove(&batch_id);
+        }
+
+        let mut acks: BTreeMap<Vec<u8>, (PeerId, Vec<AckEntry>)> = BTreeMap::new();
+        for booked in &book.results {
+            let duplicate =
+                applied.ledger.get(booked.ledger_index) == Some(&LedgerOutcome::Duplicate);
+            let outcome = match booked.class {
+                Class::Applicable => match booked.set {
+                    Some(set) if !applied_sets.contains(&set) => continue,
+                    _ => AckOutcome::Applied,
+                },
+                _ if duplicate => AckOutcome::Duplicate,
+                Class::Fenced => AckOutcome::Fenced,
+                Class::Rejected => AckOutcome::Rejected,
+            };
+            let counter = match outcome {
+                AckOutcome::Applied => &self.stats.results_applied,
+                AckOutcome::Duplicate => &self.stats.results_duplicate,
+                AckOutcome::Fenced => &self.stats.results_fenced,
+                AckOutcome::Rejected => &self.stats.results_rejected,
+            };
+            StatsCounters::add(counter, 1);
+            if outcome == AckOutcome::Rejected {
+                tracing::warn!(batch_id = %booked.key.batch_id, step_id = ?booked.key.step_id, "result rejected: batch never sent to this worker, step not in the batch, or wrong attempt");
+            }
+            acks.entry(booked.peer.as_bytes().to_vec())
+                .or_insert_with(|| (booked.peer.clone(), Vec::new()))
+                .1
+                .push(AckEntry::new(booked.key, outcome));
+        }
+        for (_, (peer, entries)) in acks {
+            for chunk in entries.chunks(ACKS_PER_MESSAGE) {
+                self.push(Action::Send {
+                    peer: peer.clone(),
+                    message: OrchestratorMessage::ResultAck(ResultAck {
+                        protocol_version: PROTOCOL_VERSION,
+                        acks: chunk.to_vec(),
+                    }),
+                });
+            }
+        }
+    }
+
+    /// Applies a committed change set to memory.
+    fn apply_task_set(&mut self, set: TaskSet) {
+        let task_id = set.task_id;
+        let mut ended: Vec<(Uuid, i64, Option<StepStatus>, Option<BatchEndCause>)> = Vec::new();
+        let mut lost = 0;
+        {
+            let Some(task) = self.tasks.get_mut(&task_id) else {
+                return;
+            };
+            for t in set.tentatives {
+                let children = task.children[t.index].clone();
+                let step = &mut task.steps[t.index];
+                step.state = t.state;
+                if t.results.is_some() {
+                    step.results = t.results;
+                }
+                if t.error.is_some() {
+                    step.last_error = t.error;
+                }
+                step.backoff_until = t.backoff_until;
+                step.in_flight = None;
+                step.deadline = None;
+                step.worker = None;
+                step.busy = Busy::Idle;
+                if t.state == StepState::Complete {
+                    for child in children {
+                        task.steps[child].ready_since = t.received;
+                    }
+                }
+                if let Some(until) = t.backoff_until {
+                    self.wakeups.push(std::cmp::Reverse((until, task_id)));
+                }
+                if t.lost {
+                    lost += 1;
+                }
+                ended.push((t.batch_id, t.step_id, t.reported, t.ended));
+            }
+            task.finishing = false;
+        }
+        StatsCounters::add(&self.stats.steps_lost, lost);
+        for (batch_id, step_id, reported, cause) in ended {
+            if let Some(batch) = self.batches.get_mut(&batch_id) {
+                batch.open.remove(&step_id);
+                if let Some(status) = reported {
+                    batch.reported.insert(step_id, status);
+                }
+                if let Some(cause) = cause {
+                    batch.ended_without_result.get_or_insert(cause);
+                }
+            }
+        }
+        self.dirty.insert(task_id);
+        if let Some(finalization) = set.finalization {
+            if let Some(task) = self.tasks.get_mut(&task_id) {
+                task.state = finalization.to;
+            }
+            if matches!(
+                finalization.to,
+                TaskState::Complete
+                    | TaskState::Error
+                    | TaskState::Cancelled
+                    | TaskState::ResolvedManually
+            ) {
+                self.finish_task(task_id, finalization.outcome(task_id));
+            }
+        }
+    }
+}
+
+/// The change and tentative state for a worker's result on its current attempt.
+fn result_change(
+    step: &StepRuntime,
+    index: usize,
+    result: &PartialResult,
+    worker_id: &str,
+    received: Instant,
+    policy: tasker_core::backoff::BackoffPolicy,
+    now: DateTime<Utc>,
+) -> (StepChange, Tentative) {
+    let metadata = json!({
+        "batch_id": result.batch_id,
+        "attempt": result.attempt,
+        "worker_id": worker_id,
+        "execution_time_ms": result.execution_time_ms,
+    });
+    match &result.error {
+        None if result.status == StepStatus::Completed => (
+            StepChange {
+                step_id: step.step_id,
+                expect_state: StepState::InProgress,
+                expect_batch: Some(result.batch_id),
+                to_state: StepState::Complete,
+                event: "succeed".to_owned(),
+                metadata: Some(metadata),
+                results: Some(result.output.clone()),
+                error: None,
+                backoff_until: None,
+            },
+            Tentative {
+                index,
+                step_id: step.step_id,
+                batch_id: result.batch_id,
+                state: StepState::Complete,
+                results: Some(result.output.clone()),
+                error: None,
+                backoff_until: None,
+                reported: Some(result.status),
+                ended: None,
+                lost: false,
+                received: Some(received),
+            },
+        ),
+        error => {
+            let (message, error_class, retryable, retry_after_ms, backtrace) = match error {
+                Some(e) => (
+                    e.message.clone(),
+                    e.error_class.clone(),
+                    e.retryable,
+                    e.retry_after_ms,
+                    e.backtrace.clone(),
+                ),
+                None => (
+                    "failed without an error".to_owned(),
+                    "tasker.unknown".to_owned(),
+                    true,
+                    None,
+                    Vec::new(),
+                ),
+            };
+            let error_json = json!({
+                "message": message,
+                "error_class": error_class,
+                "retryable": retryable,
+                "retry_after_ms": retry_after_ms,
+                "backtrace": backtrace,
+                "batch_id": result.batch_id,
+                "attempt": result.attempt,
+                "worker_id": worker_id,
+            });
+            let backoff_until = backoff_for(
+                step,
+                retryable,
+                policy,
+                retry_after_ms.map(Duration::from_millis),
+                now,
+            );
+            let mut metadata = metadata;
+            metadata["error_class"] = json!(error_class);
+            metadata["retryable"] = json!(retryable);
+            (
+                StepChange {
+                    step_id: step.step_id,
+                    expect_state: StepState::InProgress,
+                    expect_batch: Some(result.batch_id),
+                    to_state: StepState::Error,
+                    event: "fail".to_owned(),
+                    metadata: Some(metadata),
+                    results: None,
+                    error: Some(error_json.clone()),
+                    backoff_until,
+                },
+                Tentative {
+                    index,
+                    step_id: step.step_id,
+                    batch_id: result.batch_id,
+                    state: StepState::Error,
+                    results: None,
+                    error: Some(error_json),
+                    backoff_until,
+                    reported: Some(result.status),
+                    ended: None,
+                    lost: false,
+                    received: None,
+                },
+            )
+        }
+    }
+}
+
+/// The change and tentative state for an attempt that ended without a result.
+fn loss_change(
+    step: &StepRuntime,
+    index: usize,
+    batch_id: Uuid,
+    cause: LossCause,
+    policy: tasker_core::backoff::BackoffPolicy,
+    now: DateTime<Utc>,
+) -> (StepChange, Tentative) {
+    let error_json = json!({
+        "message": cause.message(),
+        "error_class": cause.error_class(),
+        "retryable": cause.retryable(),
+        "retry_after_ms": null,
+        "backtrace": [],
+        "batch_id": batch_id,
+        "attempt": step.attempts,
+        "worker_id": step.worker,
+    });
+    let backoff_until = backoff_for(step, cause.retryable(), policy, None, now);
+    (
+        StepChange {
+            step_id: step.step_id,
+            expect_state: StepState::InProgress,
+            expect_batch: Some(batch_id),
+            to_state: StepState::Error,
+            event: "fail".to_owned(),
+            metadata: Some(json!({
+                "batch_id": batch_id,
+                "attempt": step.attempts,
+                "error_class": cause.error_class(),
+                "retryable": cause.retryable(),
+            })),
+            results: None,
+            error: Some(error_json.clone()),
+            backoff_until,
+        },
+        Tentative {
+            index,
+            step_id: step.step_id,
+            batch_id,
+            state: StepState::Error,
+            results: None,
+            error: Some(error_json),
+            backoff_until,
+            reported: None,
+            ended: Some(cause.batch_end()),
+            lost: matches!(cause, LossCause::WorkerLost | LossCause::NotListed),
+            received: None,
+        },
+    )
+}
+
+/// When a failed step may be retried: `None` when no retry is allowed, otherwise the failure
+/// time plus the handler's `retry_after` or the policy's (jittered) delay.
+pub(crate) fn backoff_for(
+    step: &StepRuntime,
+    failure_retryable: bool,
+    policy: tasker_core::backoff::BackoffPolicy,
+    retry_after: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let retry_allowed = step.retryable && failure_retryable && step.attempts < step.retry_limit;
+    retry_allowed.then(|| {
+        let sample = rand::random::<f64>();
+        retry_at(
+            now,
+            next_retry_delay(&policy, step.attempts.max(1), retry_after, sample),
+        )
+    })
+}
+
+/// Compares a batch completion's summaries with the partial results recorded for the batch
+/// (spec §9.6). A step without a recorded partial result is not a discrepancy: its result is
+/// still on its way (the worker holds it until acknowledged). Returns the findings.
+pub(crate) fn reconcile(
+    batch: &BatchRuntime,
+    in_this_commit: &HashMap<i64, StepStatus>,
+    summaries: &[StepSummary],
+) -> Vec<Value> {
+    let mut findings = Vec::new();
+    for summary in summaries {
+        let member = batch.steps.iter().any(|s| s.step_id == summary.step_id);
+        if !member && batch.complete_list {
+            findings.push(json!({ "step_id": summary.step_id, "finding": "not_in_batch" }));
+            continue;
+        }
+        let recorded = batch
+            .reported
+            .get(&summary.step_id)
+            .or_else(|| in_this_commit.get(&summary.step_id));
+        if let Some(status) = recorded
+            && *status != summary.status
+        {
+            findings.push(json!({
+                "step_id": summary.step_id,
+                "finding": "status_differs",
+                "partial_result": status.as_str(),
+                "summary": summary.status.as_str(),
+            }));
+        }
+    }
+    if batch.complete_list {
+        for member in &batch.steps {
+            if !summaries.iter().any(|s| s.step_id == member.step_id) {
+                findings.push(json!({ "step_id": member.step_id, "finding": "missing_summary" }));
+            }
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::BatchStep;
+
+    fn batch(steps: &[i64]) -> BatchRuntime {
+        BatchRuntime {
+            worker_id: Some("w".into()),
+            steps: steps
+                .iter()
+                .map(|&step_id| BatchStep {
+                    step_id,
+                    task_id: 1,
+                    attempt: 1,
+                })
+                .collect(),
+            complete_list: true,
+            state: BatchState::Executing,
+            reported: HashMap::new(),
+            open: steps.iter().copied().collect(),
+            completion: None,
+            ended_without_result: None,
+        }
+    }
+
+    fn summary(step_id: i64, status: StepStatus) -> StepSummary {
+        StepSummary { step_id, status }
+    }
+
+    #[test]
+    fn consistent_completion_has_no_findings() {
+        let mut b = batch(&[1, 2]);
+        b.reported.insert(1, StepStatus::Completed);
+        let mut now = HashMap::new();
+        now.insert(2, StepStatus::Failed);
+        let findings = reconcile(
+            &b,
+            &now,
+            &[
+                summary(1, StepStatus::Completed),
+                summary(2, StepStatus::Failed),
+            ],
+        );
+        assert!(findings.is_empty(), "{findings:?}");
+    }
+
+    #[test]
+    fn disagreements_and_strangers_are_found() {
+        let mut b = batch(&[1, 2, 3]);
+        b.reported.insert(1, StepStatus::Completed);
+        let findings = reconcile(
+            &b,
+            &HashMap::new(),
+            &[
+                summary(1, StepStatus::Failed),
+                summary(2, StepStatus::Completed),
+                summary(9, StepStatus::Completed),
+            ],
+        );
+        let kinds: Vec<&str> = findings
+            .iter()
+            .map(|f| f["finding"].as_str().expect("finding"))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec!["status_differs", "not_in_batch", "missing_summary"]
+        );
+        assert_eq!(findings[0]["step_id"], 1);
+        assert_eq!(findings[2]["step_id"], 3);
+    }
+
+    fn step(attempts: u32, retry_limit: u32, retryable: bool) -> StepRuntime {
+        StepRuntime {
+            step_id: 1,
+            name: "s".into(),
+            handler_class: "x".into(),
+            handler_config: Default::default(),
+            retryable,
+            retry_limit,
+            timeout_ms: None,
+            backoff: None,
+            parents: Vec::new(),
+            state: StepState::InProgress,
+            attempts,
+            backoff_until: None,
+            results: None,
+            last_error: None,
+            in_flight: None,
+            deadline: None,
+            worker: None,
+            busy: Busy::Idle,
+            ready_since: None,
+        }
+    }
+
+    #[test]
+    fn backoff_follows_the_policy_and_the_handlers_wish() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        let policy = tasker_core::backoff::BackoffPolicy {
+            base_delay_ms: 1000,
+            max_delay_ms: 60_000,
+            multiplier: 2.0,
+            jitter: 0.0,
+        };
+        let second = backoff_for(&step(2, 3, true), true, policy, None, now).expect("retry");
+        assert_eq!(
+            second - now,
+            chrono::TimeDelta::seconds(2),
+            "base × 2^(2-1)"
+        );
+        let asked = backoff_for(
+            &step(1, 3, true),
+            true,
+            policy,
+            Some(Duration::from_millis(250)),
+            now,
+        )
+        .expect("retry");
+        assert_eq!(asked - now, chrono::TimeDelta::milliseconds(250));
+        assert_eq!(
+            backoff_for(&step(3, 3, true), true, policy, None, now),
+            None,
+            "exhausted"
+        );
+        assert_eq!(
+            backoff_for(&step(1, 3, false), true, policy, None, now),
+            None,
+            "step not retryable"
+        );
+        assert_eq!(
+            backoff_for(&step(1, 3, true), false, policy, None, now),
+            None,
+            "failure not retryable"
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! Shared pieces of the engine's black-box tests: real stores (a fresh SQLite file; a fresh
+//! PostgreSQL database when `TASKER_TEST_POSTGRES_URL` is set), a real engine on a real socket,
+//! real `tasker-worker` workers in-process, and raw DEALER sockets for misbehaving peers.
+//! Every wait is bounded by [`GUARD`], which only guards against hangs.
+
+#![allow(dead_code, reason = "each test binary uses a subset of the helpers")]
+#![allow(clippy::unwrap_used, reason = "a test should fail loudly on any error")]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tasker_engine::{Engine, EngineHandle, EngineOptions, TaskRequest, TemplateRegistry};
+use tasker_protocol::{
+    Hello, Limits, OrchestratorMessage, PROTOCOL_VERSION, SdkInfo, StepRef, WorkerMessage,
+    decode_orchestrator_message, encode,
+};
+use tasker_store::{Store, connect};
+use tasker_transport::{DealerConnection, DealerEvent, DealerEvents, DealerHandle, DealerOptions};
+use tasker_worker::builtin::TestHandler;
+use tasker_worker::builtin::order_fulfillment;
+use tasker_worker::{HandlerRegistry, Worker, WorkerHandle, WorkerOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound on any single wait; reaching it means the test failed.
+pub const GUARD: Duration = Duration::from_secs(60);
+
+/// Awaits `future`, failing the test if it takes longer than [`GUARD`].
+pub async fn guarded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(GUARD, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// One test's database.
+pub struct TestDb {
+    pub url: String,
+    pg_cleanup: Option<(String, String)>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    /// A fresh database, or `None` when PostgreSQL is asked for but not configured.
+    pub async fn new(db: Db) -> Option<TestDb> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        match db {
+            Db::Sqlite => Some(TestDb {
+                url: format!("sqlite:{}", dir.path().join("tasker.db").display()),
+                pg_cleanup: None,
+                dir,
+            }),
+            Db::Postgres => {
+                let Ok(admin_url) = std::env::var("TASKER_TEST_POSTGRES_URL") else {
+                    if std::env::var("TASKER_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                        panic!("TASKER_REQUIRE_POSTGRES=1 but TASKER_TEST_POSTGRES_URL is not set");
+                    }
+                    eprintln!(
+                        "SKIPPED: TASKER_TEST_POSTGRES_URL not set (PostgreSQL case not run)"
+                    );
+                    return None;
+                };
+                let database = format!("tasker_engine_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("connect to TASKER_TEST_POSTGRES_URL");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                admin.close().await.expect("close admin connection");
+                Some(TestDb {
+                    url: with_database(&admin_url, &database),
+                    pg_cleanup: Some((admin_url, database)),
+                    dir,
+                })
+            }
+        }
+    }
+
+    /// Opens (another) store on the database.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        connect(&self.url).await.expect("open store")
+    }
+
+    /// An ipc endpoint in this test's directory.
+    pub fn ipc_endpoint(&self, name: &str) -> String {
+        format!("ipc://{}", self.dir.path().join(name).display())
+    }
+
+    /// Drops a PostgreSQL test database.
+    pub async fn cleanup(self) {
+        if let Some((admin_url, database)) = self.pg_cleanup
+            && let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await
+        {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
+            let _ = admin.close().await;
+        }
+    }
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    let mut out = format!("{}/{database}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// The example templates.
+pub fn example_templates() -> TemplateRegistry {
+    TemplateRegistry::from_dir(examples_dir()).expect("example templates load")
+}
+
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/templates")
+}
+
+/// Engine options for tests: the given endpoint, fast heartbeats (200 ms × 5), a quick poll.
+pub fn test_options(endpoint: &str) -> EngineOptions {
+    let mut options = EngineOptions::with_endpoint(endpoint);
+    options.orchestrator_id = "orchestrator-test".to_owned();
+    options.heartbeat_interval = Duration::from_millis(200);
+    options.liveness = 5;
+    options.poll_interval = Duration::from_millis(500);
+    options.timeout_grace = Duration::from_millis(500);
+    options
+}
+
+/// Starts an engine on `store`.
+pub async fn start_engine(options: EngineOptions, store: Arc<dyn Store>) -> EngineHandle {
+    start_engine_with(options, store, example_templates()).await
+}
+
+pub async fn start_engine_with(
+    options: EngineOptions,
+    store: Arc<dyn Store>,
+    templates: TemplateRegistry,
+) -> EngineHandle {
+    Engine::start(options, store, templates)
+        .await
+        .expect("engine starts")
+}
+
+/// A handler registry with `tasker.test` (logging executions to `log`) and the
+/// order-fulfillment handlers.
+pub fn registry(log: Option<&Path>) -> HandlerRegistry {
+    let mut registry = HandlerRegistry::new();
+    let test = match log {
+        Some(path) => TestHandler::with_execution_log(path),
+        None => TestHandler::new(),
+    };
+    registry.register(tasker_worker::builtin::TEST_HANDLER_CLASS, Arc::new(test));
+    registry.register(
+        order_fulfillment::VALIDATE_ORDER_CLASS,
+        Arc::new(order_fulfillment::ValidateOrder),
+    );
+    registry.register(
+        order_fulfillment::RESERVE_INVENTORY_CLASS,
+        Arc::new(order_fulfillment::ReserveInventory),
+    );
+    registry.register(
+        order_fulfillment::PROCESS_PAYMENT_CLASS,
+        Arc::new(order_fulfillment::ProcessPayment),
+    );
+    registry.register(
+        order_fulfillment::SHIP_ORDER_CLASS,
+        Arc::new(order_fulfillment::ShipOrder),
+    );
+    registry
+}
+
+/// A real worker running in this process.
+pub struct TestWorker {
+    pub handle: WorkerHandle,
+    stop: Option<oneshot::Sender<()>>,
+    join: JoinHandle<Result<(), tasker_worker::WorkerError>>,
+}
+
+impl TestWorker {
+    /// Starts a worker connecting to `endpoint`.
+    pub fn start(endpoint: &str, capacity: u32, registry: HandlerRegistry) -> TestWorker {
+        let mut options = WorkerOptions::new(endpoint);
+        options.capacity = capacity;
+        options.heartbeat_interval = Some(Duration::from_millis(200));
+        options.welcome_timeout = Duration::from_millis(500);
+        options.shutdown_grace = Duration::from_secs(2);
+        options.shutdown_ack_timeout = Duration::from_secs(1);
+        let worker = Worker::new(options).expect("valid worker options");
+        let handle = worker.handle();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let join = tokio::spawn(worker.run(registry, async move {
+            let _ = stopped.await;
+        }));
+        TestWorker {
+            handle,
+            stop: Some(stop),
+            join,
+        }
+    }
+
+    /// Stops it gracefully.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = guarded("the worker to stop", &mut self.join).await;
+    }
+
+    /// Kills it (no goodbye): the task is aborted.
+    pub fn kill(self) {
+        self.join.abort();
+    }
+}
+
+/// Initializes a task of an example template with `context`.
+pub async fn create_task(
+    engine: &EngineHandle,
+    namespace: &str,
+    name: &str,
+    context: Value,
+) -> i64 {
+    engine
+        .initialize_task(TaskRequest {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            context,
+            ..TaskRequest::default()
+        })
+        .await
+        .expect("task created")
+        .task_id
+}
+
+/// Checks that every step of a completed `tasker.test` task received exactly its ancestors'
+/// results (the test handler's default output lists the sorted `previous_results` keys).
+pub async fn assert_previous_results_match_ancestors(engine: &EngineHandle, task_id: i64) {
+    let status = engine.task_status(task_id).await.expect("status");
+    let template = engine
+        .templates()
+        .get(
+            &status.task.namespace,
+            &status.task.name,
+            Some(&status.task.version),
+        )
+        .expect("template");
+    let names: Vec<String> = template.steps().iter().map(|s| s.name.clone()).collect();
+    for (index, step) in status.steps.iter().enumerate() {
+        let expected: Vec<String> = {
+            let mut v: Vec<String> = template
+                .dag()
+                .ancestors(index)
+                .into_iter()
+                .map(|a| names[a].clone())
+                .collect();
+            v.sort();
+            v
+        };
+        let results = step.results.as_ref().expect("a completed step has results");
+        let got: Vec<String> = results["previous_results"]
+            .as_array()
+            .unwrap_or_else(|| panic!("step {} output has previous_results: {results}", step.name))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(got, expected, "previous_results of step {}", step.name);
+        assert_eq!(results["step"], json!(step.name));
+    }
+}
+
+/// Reads the test handler's execution log: `(task_id, step_name) → [(attempt, worker)]`.
+pub fn read_execution_log(path: &Path) -> BTreeMap<(i64, String), Vec<(u32, String)>> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut map: BTreeMap<(i64, String), Vec<(u32, String)>> = BTreeMap::new();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts.len(), 5, "log line {line:?}");
+        map.entry((parts[0].parse().unwrap(), parts[1].to_owned()))
+            .or_default()
+            .push((parts[3].parse().unwrap(), parts[4].to_owned()));
+    }
+    map
+}
+
+/// A raw DEALER playing a worker by hand.
+pub struct RawWorker {
+    pub dealer: DealerHandle,
+    events: DealerEvents,
+    pub worker_id: String,
+}
+
+impl RawWorker {
+    /// Connects to `endpoint`.
+    pub fn connect(endpoint: &str, worker_id: &str) -> RawWorker {
+        let (dealer, events) =
+            DealerConnection::connect(endpoint, DealerOptions::default()).expect("connect dealer");
+        RawWorker {
+            dealer,
+            events,
+            worker_id: worker_id.to_owned(),
+        }
+    }
+
+    /// Sends raw bytes.
+    pub async fn send_raw(&self, bytes: Vec<u8>) {
+        self.dealer.send(bytes).await.expect("send");
+    }
+
+    /// Sends a message.
+    pub async fn send(&self, message: WorkerMessage) {
+        self.send_raw(encode(&message)).await;
+    }
+
+    /// Says hello with `classes` and `capacity`, and waits for `welcome`.
+    pub async fn hello(&mut self, classes: &[&str], capacity: u32, in_flight: Vec<StepRef>) {
+        self.send(WorkerMessage::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: self.worker_id.clone(),
+            name: "raw test worker".to_owned(),
+            sdk: SdkInfo {
+                name: "raw".to_owned(),
+                version: "0".to_owned(),
+                language: "rust".to_owned(),
+            },
+            handler_classes: classes.iter().map(|c| (*c).to_owned()).collect(),
+            capacity,
+            heartbeat_interval_ms: Some(200),
+            in_flight,
+        }))
+        .await;
+        loop {
+            match self.next().await {
+                OrchestratorMessage::Welcome(_) => return,
+                OrchestratorMessage::Heartbeat(_) => {}
+                other => panic!("expected welcome, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message from the orchestrator (heartbeats included).
+    pub async fn next(&mut self) -> OrchestratorMessage {
+        loop {
+            let event = guarded("a frame from the orchestrator", self.events.recv())
+                .await
+                .expect("dealer closed");
+            match event {
+                DealerEvent::Message(bytes) => {
+                    return decode_orchestrator_message(&bytes, &Limits::default())
+                        .expect("the orchestrator sends valid frames");
+                }
+                DealerEvent::Rejected(kind) => panic!("orchestrator sent a bad frame: {kind}"),
+                DealerEvent::Connected | DealerEvent::Disconnected => {}
+            }
+        }
+    }
+
+    /// The next message that is not a heartbeat.
+    pub async fn next_non_heartbeat(&mut self) -> OrchestratorMessage {
+        loop {
+            match self.next().await {
+                OrchestratorMessage::Heartbeat(_) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends a heartbeat.
+    pub async fn heartbeat(&self) {
+        self.send(WorkerMessage::Heartbeat(tasker_protocol::WorkerHeartbeat {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: self.worker_id.clone(),
+            in_flight: 0,
+            free_capacity: 1,
+            timestamp: chrono::Utc::now(),
+        }))
+        .await;
+    }
+
+    pub async fn close(self) {
+        self.dealer.shutdown().await;
+    }
+}
+
+/// Runs `test` against SQLite, then PostgreSQL when configured.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = $crate::support::TestDb::new($crate::support::Db::Sqlite).await.unwrap();
+                    super::$body(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = $crate::support::TestDb::new($crate::support::Db::Postgres).await else {
+                        return;
+                    };
+                    super::$body(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+    };
+}
