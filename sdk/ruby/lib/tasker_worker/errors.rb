@@ -45,9 +45,12 @@ module TaskerWorker
   # Raised inside a handler's thread when the worker stops the step: its `timeout_ms` passed, the
   # orchestrator cancelled it (`cancel_steps`), or a shutdown's grace period ended. It is an
   # `Exception`, not a `StandardError`, so a handler's `rescue => e` does not swallow it (the
-  # same choice Ruby's `Timeout` makes). Handlers with a section that must not be cut short wrap
-  # it in `Thread.handle_interrupt(TaskerWorker::StepInterrupted => :never) { ... }` and check
-  # `step.cancelled?` themselves.
+  # same choice Ruby's `Timeout` makes). A handler with a section that must not be cut short
+  # (two writes that belong together) wraps it in
+  # `Thread.handle_interrupt(TaskerWorker::StepInterrupted => :never) { ... }`: the exception is
+  # then delivered when the section ends, and `step.cancelled?` tells the section it is wanted.
+  # Either way the attempt is reported as stopped (`tasker.timeout`, `tasker.cancelled`,
+  # `tasker.worker_shutdown`) unless the handler returned before the interruption.
   class StepInterrupted < Exception # rubocop:disable Lint/InheritException
   end
 

@@ -66,13 +66,15 @@ module TaskerWorker
 
     private
 
+    # The interruption may land only while the handler runs, never before it starts or while its
+    # result is handed over (the result would be lost): the thread is created with
+    # StepInterrupted deferred (a new thread inherits its creator's mask), and only `invoke` lets
+    # it through. One that comes later is dropped with the thread.
     def run(task, sequence, handler_factory, finished, wake)
-      @thread = Thread.new do
-        Thread.current.report_on_exception = false
-        Thread.current.name = "tasker-step-#{@step.id}"
-        # The interruption may land only while the handler runs, never while its result is
-        # handed over (the result would be lost); one that comes later is dropped with the thread.
-        Thread.handle_interrupt(StepInterrupted => :never) do
+      @thread = Thread.handle_interrupt(StepInterrupted => :never) do
+        Thread.new do
+          Thread.current.report_on_exception = false
+          Thread.current.name = "tasker-step-#{@step.id}"
           handler, value, exception = invoke(task, sequence, handler_factory)
           finished << Finished.new(key: @key, handler: handler, value: value, exception: exception,
                                    elapsed_ms: ((Clock.now - @started_at) * 1000).round)
