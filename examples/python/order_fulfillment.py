@@ -122,7 +122,8 @@ class ValidateOrder(StepHandler):
         max_items = _config_u64(step, "max_items", 100)
         if len(order.items) > max_items:
             raise InvalidOrder(
-                f"order {order.order_id} has {len(order.items)} items; at most {max_items} are allowed"
+                f"order {order.order_id} has {len(order.items)} items; "
+                f"at most {max_items} are allowed"
             )
         customer = task.context.get("customer")
         email = customer.get("email") if isinstance(customer, dict) else None

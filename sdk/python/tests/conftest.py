@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,13 @@ def json_equal(left: Any, right: Any) -> bool:
     if isinstance(left, dict):
         return left.keys() == right.keys() and all(json_equal(left[k], right[k]) for k in left)
     if isinstance(left, list):
-        return len(left) == len(right) and all(json_equal(a, b) for a, b in zip(left, right))
+        return len(left) == len(right) and all(
+            json_equal(a, b) for a, b in zip(left, right, strict=True)
+        )
     return left == right
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(name: str) -> Any:
     import jsonschema
 
@@ -40,11 +42,14 @@ def _validator(name: str) -> Any:
 def schema_errors(message: dict[str, Any]) -> list[str]:
     """Why ``message`` fails ``envelope.json`` or ``<message_type>.json`` (empty if it
     passes)."""
-    problems = [f"envelope: {error.message}" for error in _validator("envelope").iter_errors(message)]
+    problems = [
+        f"envelope: {error.message}" for error in _validator("envelope").iter_errors(message)
+    ]
     message_type = message.get("message_type")
     if isinstance(message_type, str) and (SCHEMA_DIR / f"{message_type}.json").is_file():
         problems += [
-            f"{message_type}: {error.message}" for error in _validator(message_type).iter_errors(message)
+            f"{message_type}: {error.message}"
+            for error in _validator(message_type).iter_errors(message)
         ]
     else:
         problems.append(f"no schema for message_type {message_type!r}")

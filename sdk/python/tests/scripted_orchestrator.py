@@ -13,12 +13,13 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import zmq
-
 from conftest import assert_matches_schema
+
 from tasker_worker.protocol import decode_worker_message
 
 GUARD = 10.0  # seconds: how long a test waits for something that should happen at once
@@ -83,7 +84,9 @@ def now_text() -> str:
 class ScriptedOrchestrator:
     """The ROUTER side of a worker test."""
 
-    def __init__(self, *, auto_heartbeat: bool = True, orchestrator_id: str = "test-orchestrator") -> None:
+    def __init__(
+        self, *, auto_heartbeat: bool = True, orchestrator_id: str = "test-orchestrator"
+    ) -> None:
         self.context = zmq.Context()
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
@@ -210,7 +213,9 @@ class ScriptedOrchestrator:
             self.envelope("heartbeat", orchestrator_id=self.orchestrator_id, timestamp=now_text()),
         )
 
-    def step_batch(self, identity: bytes, steps: list[dict[str, Any]], batch_id: str | None = None) -> str:
+    def step_batch(
+        self, identity: bytes, steps: list[dict[str, Any]], batch_id: str | None = None
+    ) -> str:
         batch_id = batch_id or new_batch_id()
         self.send(identity, self.envelope("step_batch", batch_id=batch_id, steps=steps))
         return batch_id
@@ -229,8 +234,13 @@ class ScriptedOrchestrator:
             )
         self.send(identity, self.envelope("result_ack", acks=acks))
 
-    def cancel(self, identity: bytes, batch_id: str, step_ids: list[int], reason: str = "step_cancelled") -> None:
-        self.send(identity, self.envelope("cancel_steps", batch_id=batch_id, step_ids=step_ids, reason=reason))
+    def cancel(
+        self, identity: bytes, batch_id: str, step_ids: list[int], reason: str = "step_cancelled"
+    ) -> None:
+        self.send(
+            identity,
+            self.envelope("cancel_steps", batch_id=batch_id, step_ids=step_ids, reason=reason),
+        )
 
 
 class WorkerThread:

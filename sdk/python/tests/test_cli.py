@@ -9,7 +9,6 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-
 from conftest import REPO_DIR
 from scripted_orchestrator import GUARD, ScriptedOrchestrator, step_request
 
@@ -43,7 +42,16 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
 def test_the_cli_runs_the_example_handlers_and_stops_gracefully_on_sigterm(
     orchestrator: ScriptedOrchestrator, handlers: str
 ) -> None:
-    process = start_cli("--connect", orchestrator.endpoint, "--handlers", handlers, "--worker-id", "cli-worker-1", "--capacity", "3")
+    process = start_cli(
+        "--connect",
+        orchestrator.endpoint,
+        "--handlers",
+        handlers,
+        "--worker-id",
+        "cli-worker-1",
+        "--capacity",
+        "3",
+    )
     try:
         hello = orchestrator.expect("hello", ignore=())
         assert hello["worker_id"] == "cli-worker-1" and hello["capacity"] == 3
@@ -56,7 +64,14 @@ def test_the_cli_runs_the_example_handlers_and_stops_gracefully_on_sigterm(
         orchestrator.welcome(hello.identity, "cli-worker-1")
         orchestrator.step_batch(
             hello.identity,
-            [step_request(1, "OrderFulfillment::ValidateOrderHandler", step_name="validate_order", task_context=ORDER)],
+            [
+                step_request(
+                    1,
+                    "OrderFulfillment::ValidateOrderHandler",
+                    step_name="validate_order",
+                    task_context=ORDER,
+                )
+            ],
         )
         result = orchestrator.expect("partial_result")
         assert result["status"] == "completed"
@@ -82,14 +97,18 @@ def test_the_cli_explains_handlers_it_cannot_load() -> None:
     assert "cannot import 'no_such_module_anywhere'" in output
 
 
-def test_the_cli_exits_3_when_the_orchestrator_rejects_the_worker(orchestrator: ScriptedOrchestrator) -> None:
+def test_the_cli_exits_3_when_the_orchestrator_rejects_the_worker(
+    orchestrator: ScriptedOrchestrator,
+) -> None:
     process = start_cli("--connect", orchestrator.endpoint, "--handlers", "tasker_worker.testing")
     try:
         hello = orchestrator.expect("hello", ignore=())
         assert hello["handler_classes"] == ["tasker.test"]
         orchestrator.send(
             hello.identity,
-            orchestrator.envelope("hello_rejected", code="unsupported_protocol_version", message="speak 2.0"),
+            orchestrator.envelope(
+                "hello_rejected", code="unsupported_protocol_version", message="speak 2.0"
+            ),
         )
         output, _ = process.communicate(timeout=GUARD)
         assert process.returncode == 3

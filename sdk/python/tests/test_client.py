@@ -35,7 +35,9 @@ class StubApi:
                         "body": json.loads(raw) if raw else None,
                     }
                 )
-                status, body = stub.routes.get((self.command, self.path), (404, {"error": {"message": "no such route"}}))
+                status, body = stub.routes.get(
+                    (self.command, self.path), (404, {"error": {"message": "no such route"}})
+                )
                 payload = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -66,7 +68,11 @@ def api() -> Iterator[StubApi]:
     stub.close()
 
 
-CONTEXT = {"order_id": 42, "customer": {"email": "ada@example.com"}, "items": [{"sku": "A", "quantity": 1}]}
+CONTEXT = {
+    "order_id": 42,
+    "customer": {"email": "ada@example.com"},
+    "items": [{"sku": "A", "quantity": 1}],
+}
 
 
 def test_initialize_task_posts_the_request_and_returns_the_task_id(api: StubApi) -> None:
@@ -110,13 +116,28 @@ def test_optional_fields_not_given_are_not_sent(api: StubApi) -> None:
 @pytest.mark.parametrize(
     ("status", "body", "message"),
     [
-        (422, {"error": {"code": "invalid_context", "message": "/customer/email: is required but missing"}}, "/customer/email: is required but missing"),
-        (404, {"message": "no template order_fulfillment/nope"}, "no template order_fulfillment/nope"),
+        (
+            422,
+            {
+                "error": {
+                    "code": "invalid_context",
+                    "message": "/customer/email: is required but missing",
+                }
+            },
+            "/customer/email: is required but missing",
+        ),
+        (
+            404,
+            {"message": "no template order_fulfillment/nope"},
+            "no template order_fulfillment/nope",
+        ),
         (400, {"error": "bad JSON"}, "bad JSON"),
         (500, b"internal trouble", "internal trouble"),
     ],
 )
-def test_refusals_raise_tasker_api_error_with_the_servers_message(api: StubApi, status: int, body: Any, message: str) -> None:
+def test_refusals_raise_tasker_api_error_with_the_servers_message(
+    api: StubApi, status: int, body: Any, message: str
+) -> None:
     api.routes[("POST", "/v1/tasks")] = (status, body)
     with pytest.raises(TaskerApiError) as refused:
         TaskerClient(api.url).initialize_task("order_fulfillment", "nope", {})
@@ -132,7 +153,11 @@ def test_an_answer_without_task_id_is_an_error(api: StubApi) -> None:
 
 
 def test_get_task_reads_the_task(api: StubApi) -> None:
-    task = {"task_id": 7, "status": "complete", "steps": [{"name": "validate_order", "status": "complete"}]}
+    task = {
+        "task_id": 7,
+        "status": "complete",
+        "steps": [{"name": "validate_order", "status": "complete"}],
+    }
     api.routes[("GET", "/v1/tasks/7")] = (200, task)
     assert TaskerClient(api.url).get_task(7) == task
     with pytest.raises(TaskerApiError) as missing:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import VECTORS_DIR, assert_matches_schema, json_equal
+
 from tasker_worker.protocol import (
     BatchCompletion,
     ErrorReport,
@@ -32,7 +32,10 @@ from tasker_worker.protocol import (
     truncate_to_bytes,
 )
 
-HEARTBEAT = '{"message_type":"heartbeat","protocol_version":"1.0","orchestrator_id":"o-1","timestamp":"2025-01-23T19:57:52Z"%s}'
+HEARTBEAT = (
+    '{"message_type":"heartbeat","protocol_version":"1.0","orchestrator_id":"o-1",'
+    '"timestamp":"2025-01-23T19:57:52Z"%s}'
+)
 BATCH_ID = "0195b4ba-8d3a-7f12-9c4e-6a1d2b3c4d5e"
 
 
@@ -67,9 +70,18 @@ def step_batch(**metadata: Any) -> str:
 
 
 def test_integer_fields_reject_minus_zero_and_floats_but_payload_numbers_survive() -> None:
-    assert rejected(step_batch().replace('"retry_limit": 3', '"retry_limit": -0')).code == "invalid_field_type"
-    assert rejected(step_batch().replace('"retry_limit": 3', '"retry_limit": 3.0')).code == "invalid_field_type"
-    assert rejected(step_batch().replace('"retry_limit": 3', '"retry_limit": true')).code == "invalid_field_type"
+    assert (
+        rejected(step_batch().replace('"retry_limit": 3', '"retry_limit": -0')).code
+        == "invalid_field_type"
+    )
+    assert (
+        rejected(step_batch().replace('"retry_limit": 3', '"retry_limit": 3.0')).code
+        == "invalid_field_type"
+    )
+    assert (
+        rejected(step_batch().replace('"retry_limit": 3', '"retry_limit": true')).code
+        == "invalid_field_type"
+    )
     batch = decode_orchestrator_message(step_batch().encode())
     assert batch.steps[0].task_context == {"big": 18446744073709551615, "neg": -9223372036854775808}
     assert json.loads(encode(batch))["steps"][0]["task_context"]["big"] == 18446744073709551615
@@ -86,7 +98,7 @@ def test_out_of_range_floats_and_non_json_literals_are_invalid_json() -> None:
 
 
 def test_duplicate_keys_take_the_last_and_whitespace_around_is_fine() -> None:
-    frame = ' \n\t' + HEARTBEAT % ',"orchestrator_id":"o-2"' + '\r\n '
+    frame = " \n\t" + HEARTBEAT % ',"orchestrator_id":"o-2"' + "\r\n "
     assert decode_orchestrator_message(frame.encode()).orchestrator_id == "o-2"
 
 
@@ -146,12 +158,20 @@ def test_truncation_cuts_at_character_boundaries() -> None:
 
 def test_timestamps_keep_nanoseconds_and_use_the_canonical_form() -> None:
     assert Timestamp.parse("2025-01-23T21:57:52.1+02:00").format() == "2025-01-23T19:57:52.100Z"
-    assert Timestamp.parse("2025-01-23T19:57:52.123456789Z").format() == "2025-01-23T19:57:52.123456789Z"
+    assert (
+        Timestamp.parse("2025-01-23T19:57:52.123456789Z").format()
+        == "2025-01-23T19:57:52.123456789Z"
+    )
     assert Timestamp.parse("2024-02-29T23:59:59-00:30").format() == "2024-03-01T00:29:59Z"
     now = Timestamp.now()
     assert now.nanos % 1_000_000 == 0
     assert Timestamp.from_datetime(now.to_datetime()) == now
-    for bad in ("2023-02-29T00:00:00Z", "2025-01-23T19:57:52+24:00", "2025-01-23T19:57:52.Z", "０２025-01-23T19:57:52Z"):
+    for bad in (
+        "2023-02-29T00:00:00Z",
+        "2025-01-23T19:57:52+24:00",
+        "2025-01-23T19:57:52.Z",
+        "０２025-01-23T19:57:52Z",
+    ):
         assert Timestamp.parse(bad) is None, bad
 
 
@@ -159,7 +179,10 @@ def test_timestamps_keep_nanoseconds_and_use_the_canonical_form() -> None:
 
 SDK = SdkInfo(name="tasker-worker-ruby", version="0.1.0", language="ruby")
 WORKER = "ruby-worker@host-a:4242-7f3a9c1e"
-CLASSES = ["OrderFulfillment::StepHandlers::ValidateOrderHandler", "OrderFulfillment::StepHandlers::ShipOrderHandler"]
+CLASSES = [
+    "OrderFulfillment::StepHandlers::ValidateOrderHandler",
+    "OrderFulfillment::StepHandlers::ShipOrderHandler",
+]
 
 
 def vector(name: str) -> dict[str, Any]:
@@ -177,7 +200,13 @@ BUILT: dict[str, Any] = {
     "hello.first": Hello(WORKER, "order-fulfillment workers (ruby)", SDK, CLASSES, 8, 1000, []),
     "hello.minimal": Hello(WORKER, "order-fulfillment workers (ruby)", SDK, CLASSES, 8),
     "hello.rehello_in_flight": Hello(
-        WORKER, "order-fulfillment workers (ruby)", SDK, CLASSES, 8, 1000, [StepRef(BATCH_ID, 8127), StepRef(BATCH_ID, 8128)]
+        WORKER,
+        "order-fulfillment workers (ruby)",
+        SDK,
+        CLASSES,
+        8,
+        1000,
+        [StepRef(BATCH_ID, 8127), StepRef(BATCH_ID, 8128)],
     ),
     "heartbeat.worker": WorkerHeartbeat(WORKER, 3, 5, at("2025-01-23T19:57:52.123Z")),
     "heartbeat.worker_idle": WorkerHeartbeat(WORKER, 0, 8, at("2025-01-23T19:57:52Z")),
@@ -204,7 +233,10 @@ BUILT: dict[str, Any] = {
             "Net::ReadTimeout",
             True,
             5000,
-            ["app/handlers/ship_order_handler.rb:42:in `call_carrier'", "app/handlers/ship_order_handler.rb:17:in `process'"],
+            [
+                "app/handlers/ship_order_handler.rb:42:in `call_carrier'",
+                "app/handlers/ship_order_handler.rb:17:in `process'",
+            ],
         ),
         WORKER,
         2,
@@ -212,14 +244,34 @@ BUILT: dict[str, Any] = {
         30012,
     ),
     "partial_result.failed_minimal": PartialResult(
-        BATCH_ID, 8128, 2, "failed", None, StepError("order has no line items", "ArgumentError", False),
-        WORKER, 2, at("2025-01-23T19:58:23.500Z"), 30012,
+        BATCH_ID,
+        8128,
+        2,
+        "failed",
+        None,
+        StepError("order has no line items", "ArgumentError", False),
+        WORKER,
+        2,
+        at("2025-01-23T19:58:23.500Z"),
+        30012,
     ),
     "batch_completion.mixed": BatchCompletion(
-        BATCH_ID, 2, 1, 1, [StepSummary(8127, "completed"), StepSummary(8128, "failed")], at("2025-01-23T19:58:23.500Z"), WORKER
+        BATCH_ID,
+        2,
+        1,
+        1,
+        [StepSummary(8127, "completed"), StepSummary(8128, "failed")],
+        at("2025-01-23T19:58:23.500Z"),
+        WORKER,
     ),
     "health_reply.healthy": HealthReply(
-        "0195b4bc-2a3b-7c4d-9e5f-60718293a4b5", WORKER, "healthy", 3, 5, 86400000, {"ruby_version": "3.3.0", "threads": 8}
+        "0195b4bc-2a3b-7c4d-9e5f-60718293a4b5",
+        WORKER,
+        "healthy",
+        3,
+        5,
+        86400000,
+        {"ruby_version": "3.3.0", "threads": 8},
     ),
     "health_reply.draining_no_details": HealthReply(
         "0195b4bc-2a3b-7c4d-9e5f-60718293a4b5", WORKER, "draining", 3, 5, 86400000
@@ -227,7 +279,10 @@ BUILT: dict[str, Any] = {
     "goodbye.handed_back": Goodbye(
         WORKER,
         "SIGTERM received; draining",
-        [StepRef("0195b4bb-01c2-7a4e-8f00-3b9d6e1a2c7f", 9001), StepRef("0195b4bb-01c2-7a4e-8f00-3b9d6e1a2c7f", 9002)],
+        [
+            StepRef("0195b4bb-01c2-7a4e-8f00-3b9d6e1a2c7f", 9001),
+            StepRef("0195b4bb-01c2-7a4e-8f00-3b9d6e1a2c7f", 9002),
+        ],
     ),
     "goodbye.minimal": Goodbye(WORKER, ""),
     "error.from_worker": ErrorReport(
@@ -248,6 +303,14 @@ def test_worker_messages_built_by_the_sdk_match_the_vectors(name: str) -> None:
 
 def test_every_worker_message_kind_has_a_built_example() -> None:
     kinds = {type(message).MESSAGE_TYPE for message in BUILT.values()}
-    assert kinds == {"hello", "heartbeat", "partial_result", "batch_completion", "health_reply", "goodbye", "error"}
+    assert kinds == {
+        "hello",
+        "heartbeat",
+        "partial_result",
+        "batch_completion",
+        "health_reply",
+        "goodbye",
+        "error",
+    }
     assert all((VECTORS_DIR / "valid" / f"{name}.json").is_file() for name in BUILT)
     assert Path(VECTORS_DIR).is_dir()

@@ -8,8 +8,8 @@ import sys
 from typing import Any
 
 import pytest
-
 from conftest import REPO_DIR
+
 from tasker_worker import PermanentError, Sequence, Step, Task
 from tasker_worker.handlers import invoke
 from tasker_worker.loading import load_handlers
@@ -41,7 +41,9 @@ def order() -> dict[str, Any]:
     }
 
 
-def run(handler_class: str, config: dict[str, Any], context: dict[str, Any], previous: dict[str, Any]) -> Any:
+def run(
+    handler_class: str, config: dict[str, Any], context: dict[str, Any], previous: dict[str, Any]
+) -> Any:
     step = Step(
         name=handler_class,
         step_id=1,
@@ -110,7 +112,12 @@ def test_the_whole_workflow_runs_on_its_own_outputs() -> None:
     }
     assert len(transaction_id) == 20
     assert run(PAY, {}, order(), previous) == paid, "deterministic"
-    shipped = run(SHIP, {"send_notifications": False}, order(), {"reserve_inventory": reserved, "process_payment": paid})
+    shipped = run(
+        SHIP,
+        {"send_notifications": False},
+        order(),
+        {"reserve_inventory": reserved, "process_payment": paid},
+    )
     tracking = f"TRK-{example.fnv1a('42:' + transaction_id) & 0xFFFFFFFFFFFF:012X}"
     assert shipped == {
         "order_id": 42,
@@ -131,7 +138,12 @@ def test_the_whole_workflow_runs_on_its_own_outputs() -> None:
         (RESERVE, {}, {"order_id": 0}, "order_id"),
         (PAY, {}, {"items": [{"sku": "A", "quantity": 0}]}, "items[0].quantity"),
         (PAY, {}, {"items": [{"sku": "", "quantity": 1}]}, "items[0].sku"),
-        (PAY, {}, {"items": [{"sku": "A", "quantity": 2**63, "unit_price_cents": 2**63}]}, "64 bits"),
+        (
+            PAY,
+            {},
+            {"items": [{"sku": "A", "quantity": 2**63, "unit_price_cents": 2**63}]},
+            "64 bits",
+        ),
         (SHIP, {}, {}, "reserve_inventory"),
     ],
 )

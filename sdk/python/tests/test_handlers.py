@@ -118,11 +118,19 @@ def test_errors_carry_class_retryability_and_delay() -> None:
         pass
 
     declined = step_error_from_exception(CardDeclined("no"))
-    assert (declined.error_class, declined.retryable, declined.message) == ("CardDeclined", False, "no")
+    assert (declined.error_class, declined.retryable, declined.message) == (
+        "CardDeclined",
+        False,
+        "no",
+    )
     named = step_error_from_exception(PermanentError("no", error_class="Billing::Declined"))
     assert named.error_class == "Billing::Declined"
     unexpected = step_error_from_exception(ValueError())
-    assert (unexpected.error_class, unexpected.retryable, unexpected.message) == ("ValueError", True, "ValueError")
+    assert (unexpected.error_class, unexpected.retryable, unexpected.message) == (
+        "ValueError",
+        True,
+        "ValueError",
+    )
 
 
 @pytest.mark.parametrize(
@@ -139,7 +147,9 @@ def test_errors_carry_class_retryability_and_delay() -> None:
         ("shutdown_grace", -1, "shutdown_grace"),
     ],
 )
-def test_worker_options_the_protocol_cannot_carry_are_refused(option: str, value: Any, named: str) -> None:
+def test_worker_options_the_protocol_cannot_carry_are_refused(
+    option: str, value: Any, named: str
+) -> None:
     with pytest.raises(ConfigurationError, match=named):
         Worker("tcp://127.0.0.1:1", [Validate], **{option: value})
 
@@ -217,7 +227,9 @@ def test_a_module_registry_is_used_as_is(tmp_path: Path, monkeypatch: pytest.Mon
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert load_handlers(["registered_handlers"]).handler_classes() == ["Only::This"]
-    assert load_handlers([f"{tmp_path / 'registered_handlers.py'}:registry"]).handler_classes() == ["Only::This"]
+    assert load_handlers([f"{tmp_path / 'registered_handlers.py'}:registry"]).handler_classes() == [
+        "Only::This"
+    ]
     sys.modules.pop("registered_handlers", None)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import VECTORS_DIR, assert_matches_schema, json_equal
+
 from tasker_worker.protocol import Limits, ProtocolError, decode_message, encode
 from tasker_worker.protocol import errors as codes
 
@@ -75,7 +75,9 @@ def test_invalid_vector_is_rejected_with_its_code_and_detail(path: Path) -> None
 
 
 def test_orchestrator_to_worker_vectors_cover_every_kind_the_worker_decodes() -> None:
-    kinds = {load(path)["message"]["message_type"] for path in VALID if load(path)["direction"] == O2W}
+    kinds = {
+        load(path)["message"]["message_type"] for path in VALID if load(path)["direction"] == O2W
+    }
     assert kinds == {
         "welcome",
         "hello_rejected",

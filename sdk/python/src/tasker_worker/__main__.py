@@ -45,9 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the handlers are: a module (package.module), module:attribute, or a file "
         "path (path/to/file.py[:attribute]); may repeat",
     )
-    parser.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY, help="steps run at once (default %(default)s)")
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=DEFAULT_CAPACITY,
+        help="steps run at once (default %(default)s)",
+    )
     parser.add_argument("--name", help="display name (default: tasker-worker-python (pid N))")
-    parser.add_argument("--worker-id", help="worker id (default: <hostname>-<pid>-<random>); unique per process")
+    parser.add_argument(
+        "--worker-id", help="worker id (default: <hostname>-<pid>-<random>); unique per process"
+    )
     parser.add_argument(
         "--heartbeat-interval",
         type=float,
@@ -66,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("TASKER_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (default: INFO or $TASKER_LOG_LEVEL)",
     )
-    parser.add_argument("--version", action="version", version=f"tasker-worker-python {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"tasker-worker-python {__version__}"
+    )
     return parser
 
 
@@ -77,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.connect:
-        print("error: --connect ENDPOINT is required (or set TASKER_WORKER_ENDPOINT)", file=sys.stderr)
+        print(
+            "error: --connect ENDPOINT is required (or set TASKER_WORKER_ENDPOINT)", file=sys.stderr
+        )
         return 2
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # so `--handlers examples.python.x` works from the repo

@@ -238,7 +238,7 @@ class StepHandler:
 
 
 HandlerFunction = Callable[[Task, Sequence, Step], Any]
-HandlerLike = Union[type[StepHandler], StepHandler, HandlerFunction]
+HandlerLike = Union[type[StepHandler], StepHandler, HandlerFunction]  # noqa: UP007 (runtime alias)
 
 
 def handler(handler_class: str) -> Callable[[HandlerFunction], HandlerFunction]:
@@ -274,7 +274,9 @@ def handler_class_of(candidate: Any) -> str | None:
 
 def _check_class_name(handler_class: Any) -> None:
     if not isinstance(handler_class, str) or not handler_class:
-        raise ConfigurationError(f"a handler class must be a non-empty string, not {handler_class!r}")
+        raise ConfigurationError(
+            f"a handler class must be a non-empty string, not {handler_class!r}"
+        )
     if len(handler_class.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise ConfigurationError(
             f"handler class {handler_class[:40]!r}… is longer than {MAX_NAME_BYTES} bytes"

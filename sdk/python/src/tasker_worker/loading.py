@@ -20,7 +20,6 @@ import os
 import sys
 from types import ModuleType
 
-
 from .errors import ConfigurationError
 from .handlers import HandlerRegistry, StepHandler, as_registry, handler_class_of
 
@@ -117,4 +116,3 @@ def _import_path(path: str) -> ModuleType:
 
 
 __all__ = ["discover", "load_handlers", "load_spec"]
-

@@ -70,7 +70,9 @@ class Outbox:
         last sent before ``stale_before``. Marks them sent at ``now``."""
         due = []
         for key, held in self._held.items():
-            if held.last_sent is None or (stale_before is not None and held.last_sent < stale_before):
+            if held.last_sent is None or (
+                stale_before is not None and held.last_sent < stale_before
+            ):
                 due.append((key, held))
         for _, held in due:
             held.last_sent = now

@@ -101,7 +101,8 @@ class TestBehaviour:
             keys.update(overrides)
         elif overrides is not None:
             raise _invalid(
-                f"task_context.test_behaviour.{step.name} must be an object, not {_json_text(overrides)}"
+                f"task_context.test_behaviour.{step.name} must be an object, "
+                f"not {_json_text(overrides)}"
             )
         return cls(keys)
 

@@ -99,7 +99,6 @@ from .protocol import (
     HealthReply,
     HealthRequest,
     Hello,
-    HelloRejected as HelloRejectedMessage,
     Limits,
     PartialResult,
     ProtocolError,
@@ -117,6 +116,9 @@ from .protocol import (
     decode_orchestrator_message,
     encode,
     report_rejected_orchestrator_frame,
+)
+from .protocol import (
+    HelloRejected as HelloRejectedMessage,
 )
 from .protocol import errors as codes
 from .protocol.codec import nesting_exceeds
@@ -349,7 +351,9 @@ class Worker:
         if not 1 <= name_bytes <= MAX_NAME_BYTES:
             raise invalid(f"name must be 1 to {MAX_NAME_BYTES} bytes")
         if type(self.capacity) is not int or not 1 <= self.capacity <= MAX_CAPACITY:
-            raise invalid(f"capacity must be an integer from 1 to {MAX_CAPACITY}, not {self.capacity!r}")
+            raise invalid(
+                f"capacity must be an integer from 1 to {MAX_CAPACITY}, not {self.capacity!r}"
+            )
         if self.heartbeat_interval is not None:
             millis = round(self.heartbeat_interval * 1000)
             if not MIN_HEARTBEAT_INTERVAL_MS <= millis <= MAX_HEARTBEAT_INTERVAL_MS:
@@ -366,7 +370,10 @@ class Worker:
 
     def _install_signals(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}
-        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
+        if (
+            not self.install_signal_handlers
+            or threading.current_thread() is not threading.main_thread()
+        ):
             return previous
         for signum in (signal.SIGTERM, signal.SIGINT):
             name = signal.Signals(signum).name
@@ -463,9 +470,7 @@ class _Session:
         self.registration_attempts = 0
         self.last_hello_at = 0.0
         self.limits = Limits()
-        self.heartbeat_period = (
-            worker.heartbeat_interval or DEFAULT_HEARTBEAT_INTERVAL_MS / 1000
-        )
+        self.heartbeat_period = worker.heartbeat_interval or DEFAULT_HEARTBEAT_INTERVAL_MS / 1000
         self.liveness = DEFAULT_LIVENESS
         self.last_contact = time.monotonic()
         self.next_heartbeat = 0.0
@@ -525,7 +530,12 @@ class _Session:
     def _deadline_live(self, entry: tuple[float, str, int]) -> bool:
         deadline, batch_id, step_id = entry
         slot = self.slots.get(StepRef(batch_id, step_id))
-        return slot is not None and slot.running and slot.interruption is None and slot.deadline == deadline
+        return (
+            slot is not None
+            and slot.running
+            and slot.interruption is None
+            and slot.deadline == deadline
+        )
 
     def on_timers(self, now: float) -> None:
         while self.deadlines and self.deadlines[0][0] <= now:
@@ -637,7 +647,9 @@ class _Session:
 
     def on_welcome(self, welcome: Welcome) -> None:
         if welcome.worker_id != self.worker.worker_id:
-            log.warning("welcome names worker id %r, not this worker's; ignoring it", welcome.worker_id)
+            log.warning(
+                "welcome names worker id %r, not this worker's; ignoring it", welcome.worker_id
+            )
             return
         self.limits = Limits(welcome.max_frame_bytes, welcome.max_steps_per_batch)
         self.liveness = welcome.liveness
@@ -685,7 +697,8 @@ class _Session:
         silence = now - self.last_contact
         if silence > allowed:
             log.warning(
-                "no message from the orchestrator for %.1f s (%d heartbeat intervals); reconnecting",
+                "no message from the orchestrator for %.1f s (%d heartbeat intervals); "
+                "reconnecting",
                 silence,
                 self.liveness,
             )
@@ -768,7 +781,10 @@ class _Session:
                 self.link == _REGISTERED
                 and time.monotonic() - self.last_hello_at >= self.worker.welcome_timeout
             ):
-                log.warning("the orchestrator does not know this worker (%s); registering again", report.message)
+                log.warning(
+                    "the orchestrator does not know this worker (%s); registering again",
+                    report.message,
+                )
                 self.send_hello()
             return
         key = rejected_result_key(report)
@@ -854,7 +870,8 @@ class _Session:
             # An orchestrator bug (its credit should prevent it): say so, and still queue and
             # run the steps (spec §8.4).
             log.warning(
-                "batch %s brings this worker to %d steps, above its capacity of %d; queueing the excess",
+                "batch %s brings this worker to %d steps, above its capacity of %d; "
+                "queueing the excess",
                 batch_id,
                 len(self.slots),
                 capacity,
@@ -907,7 +924,12 @@ class _Session:
                 slot.deadline = time.monotonic() + request.metadata.timeout_ms / 1000
                 heapq.heappush(self.deadlines, (slot.deadline, ref.batch_id, ref.step_id))
 
-            def call(handler: Any = handler, task: Task = task, sequence: Sequence = sequence, step: Step = step) -> Any:
+            def call(
+                handler: Any = handler,
+                task: Task = task,
+                sequence: Sequence = sequence,
+                step: Step = step,
+            ) -> Any:
                 return invoke(handler, task, sequence, step)
 
             self.pool.submit(run_attempt(ref, call, self.deliver))
@@ -937,7 +959,9 @@ class _Session:
             error: StepError | None = self.timeout_error(slot, finished.elapsed)
             self.report(finished.step, attempt, None, error, finished.elapsed)
         elif slot.interruption is not None and raised is not None:
-            self.report(finished.step, attempt, None, self.interruption_error(slot), finished.elapsed)
+            self.report(
+                finished.step, attempt, None, self.interruption_error(slot), finished.elapsed
+            )
         elif raised is not None:
             if not isinstance(raised, (StepFailure, StepCancelled)):
                 log.info(
@@ -947,7 +971,9 @@ class _Session:
                     type(raised).__name__,
                     raised,
                 )
-            self.report(finished.step, attempt, None, step_error_from_exception(raised), finished.elapsed)
+            self.report(
+                finished.step, attempt, None, step_error_from_exception(raised), finished.elapsed
+            )
         else:
             self.report(finished.step, attempt, finished.returned, None, finished.elapsed)
 
@@ -994,7 +1020,11 @@ class _Session:
             ref = StepRef(cancel.batch_id, step_id)
             slot = self.slots.get(ref)
             if slot is None:
-                log.debug("cancel for step %d of batch %s, which has no pending result", step_id, cancel.batch_id)
+                log.debug(
+                    "cancel for step %d of batch %s, which has no pending result",
+                    step_id,
+                    cancel.batch_id,
+                )
                 continue
             if slot.running:
                 self.interrupt(ref, cancel.reason)
@@ -1004,7 +1034,9 @@ class _Session:
                 except ValueError:
                     pass
                 slot.interruption = cancel.reason
-                self.report(ref, slot.request.metadata.attempt, None, self.interruption_error(slot), 0.0)
+                self.report(
+                    ref, slot.request.metadata.attempt, None, self.interruption_error(slot), 0.0
+                )
 
     # ----- results -----
 
@@ -1052,7 +1084,8 @@ class _Session:
         if progress.handed_back:
             return  # a batch with hand-backs cannot account for every step: no completion
         summaries = [
-            StepSummary(step_id, progress.statuses.get(step_id, "failed")) for step_id in progress.order
+            StepSummary(step_id, progress.statuses.get(step_id, "failed"))
+            for step_id in progress.order
         ]
         completed = sum(1 for summary in summaries if summary.status == "completed")
         completion = BatchCompletion(
@@ -1085,7 +1118,10 @@ class _Session:
             return self.encode_output_failure(
                 result,
                 StepError(
-                    message=f"the handler's output nests deeper than the protocol's {MAX_NESTING_DEPTH} levels",
+                    message=(
+                        "the handler's output nests deeper than the protocol's "
+                        f"{MAX_NESTING_DEPTH} levels"
+                    ),
                     error_class="ValueError",
                     retryable=False,
                 ),
@@ -1178,7 +1214,9 @@ class _Session:
             self.worker.shutdown_grace,
         )
         self.stats.steps_handed_back += len(handed_back)
-        self.drain = _Drain(reason=reason, grace_deadline=time.monotonic() + self.worker.shutdown_grace)
+        self.drain = _Drain(
+            reason=reason, grace_deadline=time.monotonic() + self.worker.shutdown_grace
+        )
         self.send_goodbye(handed_back)
 
     def send_goodbye(self, handed_back: list[StepRef]) -> None:
@@ -1188,7 +1226,11 @@ class _Session:
             self.pending_hand_backs.extend(handed_back)
             return
         assert self.drain is not None
-        self.send(Goodbye(worker_id=self.worker.worker_id, reason=self.drain.reason, handed_back=handed_back))
+        self.send(
+            Goodbye(
+                worker_id=self.worker.worker_id, reason=self.drain.reason, handed_back=handed_back
+            )
+        )
 
     def end_grace_period(self) -> None:
         """Reports the steps still running as stopped, abandoning their threads."""
@@ -1198,7 +1240,9 @@ class _Session:
             self.interrupt(ref, "shutdown")
             slot = self.slots[ref]
             self.running -= 1
-            self.report(ref, slot.request.metadata.attempt, None, self.interruption_error(slot), 0.0)
+            self.report(
+                ref, slot.request.metadata.attempt, None, self.interruption_error(slot), 0.0
+            )
 
     def drain_finished(self) -> bool:
         """Whether the shutdown is complete: nothing left to run, and every result acknowledged

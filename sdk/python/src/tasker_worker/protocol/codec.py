@@ -169,7 +169,11 @@ def parse_object(frame: bytes, limits: Limits) -> dict[str, Any]:
 
 def _parse_version(text: str) -> tuple[int, int] | None:
     major, dot, minor = text.partition(".")
-    if not dot or not _VERSION_COMPONENT.fullmatch(major) or not _VERSION_COMPONENT.fullmatch(minor):
+    if (
+        not dot
+        or not _VERSION_COMPONENT.fullmatch(major)
+        or not _VERSION_COMPONENT.fullmatch(minor)
+    ):
         return None
     if int(major) > U32_MAX or int(minor) > U32_MAX:
         return None
@@ -197,7 +201,9 @@ def _read_step_refs(fields: Fields, name: str) -> list[StepRef]:
     field = fields.optional(name)
     if field is None:
         return []
-    return distinct(field.array(None, False), Field.step_ref, lambda ref: ref, lambda item: item.path)
+    return distinct(
+        field.array(None, False), Field.step_ref, lambda ref: ref, lambda item: item.path
+    )
 
 
 def _read_hello(fields: Fields, version: str) -> Hello:
@@ -526,7 +532,9 @@ def _read_cancel_steps(fields: Fields, version: str, limits: Limits) -> CancelSt
         lambda item: item.path,
     )
     reason = fields.required("reason").one_of(CANCEL_REASONS)
-    return CancelSteps(batch_id=batch_id, step_ids=step_ids, reason=reason, protocol_version=version)
+    return CancelSteps(
+        batch_id=batch_id, step_ids=step_ids, reason=reason, protocol_version=version
+    )
 
 
 def _read_health_request(fields: Fields, version: str) -> HealthRequest:
@@ -610,9 +618,7 @@ def encode(message: Any) -> bytes:
     Raises ``TypeError``/``ValueError`` when an opaque payload (a step's output, health
     details) is not JSON: a non-JSON type, NaN or infinity, or text UTF-8 cannot carry.
     """
-    text = json.dumps(
-        message.to_wire(), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-    )
+    text = json.dumps(message.to_wire(), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as error:
@@ -621,10 +627,14 @@ def encode(message: Any) -> bytes:
 
 # ----- answering a rejected frame (spec §11) -----
 
-_UNPARSED_CODES = frozenset({"frame_too_large", "multipart_message", "invalid_json", "not_an_object"})
+_UNPARSED_CODES = frozenset(
+    {"frame_too_large", "multipart_message", "invalid_json", "not_an_object"}
+)
 
 
-def peek_rejected_frame(frame: bytes, error: ProtocolError) -> tuple[str | None, str | None, int | None]:
+def peek_rejected_frame(
+    frame: bytes, error: ProtocolError
+) -> tuple[str | None, str | None, int | None]:
     """``(message_type, batch_id, step_id)`` as far as they can be read from a rejected
     frame's top level; nothing for frames rejected before parsing."""
     if error.code in _UNPARSED_CODES or "nesting depth" in error.message:
