@@ -98,7 +98,7 @@ module TaskerWorkerTest
       hello
     end
 
-    def welcome(identity, worker_id, heartbeat_interval_ms: 100, liveness: 5,
+    def welcome(identity, worker_id, heartbeat_interval_ms: 100, liveness: 20,
                 max_frame_bytes: Protocol::DEFAULT_MAX_FRAME_BYTES, max_steps_per_batch: 100)
       @heartbeats_to[identity] = heartbeat_interval_ms / 1000.0
       @next_heartbeat_at ||= now + (heartbeat_interval_ms / 1000.0)
