@@ -711,9 +711,9 @@ impl Session {
         if HelloRejectionCode::parse(&rejected.code)
             == Some(HelloRejectionCode::NotAcceptingWorkers)
         {
-            self.registration_attempts = self.registration_attempts.saturating_add(1);
+            // The first retry waits one hello timeout, later ones twice as long each time.
             let wait = backoff(
-                Duration::from_secs(1),
+                self.options.welcome_timeout,
                 self.registration_attempts,
                 self.options.retry_backoff_max,
             );
