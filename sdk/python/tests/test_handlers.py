@@ -154,6 +154,12 @@ def test_worker_options_the_protocol_cannot_carry_are_refused(
         Worker("tcp://127.0.0.1:1", [Validate], **{option: value})
 
 
+def test_an_endpoint_zeromq_cannot_connect_to_is_a_configuration_error() -> None:
+    worker = Worker("carrier-pigeon://coop", [Validate], install_signal_handlers=False)
+    with pytest.raises(ConfigurationError, match="cannot connect to 'carrier-pigeon://coop'"):
+        worker.run()
+
+
 def test_an_empty_registry_is_refused_when_run() -> None:
     with pytest.raises(ConfigurationError, match="empty"):
         Worker("tcp://127.0.0.1:1", HandlerRegistry()).run()

@@ -564,7 +564,14 @@ class _Session:
         # A memory guard well above any session's max_frame_bytes (spec §2.1); frames above the
         # session's limit but below this are rejected by the decoder with frame_too_large.
         socket.setsockopt(zmq.MAXMSGSIZE, MAX_MAX_FRAME_BYTES)
-        socket.connect(self.worker.endpoint)
+        try:
+            socket.connect(self.worker.endpoint)
+        except zmq.ZMQError as error:
+            socket.close(linger=0)
+            raise ConfigurationError(
+                f"cannot connect to {self.worker.endpoint!r}: {error} (expected an endpoint such "
+                "as tcp://127.0.0.1:5555, ipc:///path or inproc://name)"
+            ) from None
         self.socket = socket
         self.poller.register(socket, zmq.POLLIN)
 
