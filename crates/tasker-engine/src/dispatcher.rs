@@ -98,8 +98,7 @@ pub(crate) fn plan_batches<K: Clone>(
                 break;
             }
             let fits = slot.as_ref().is_some_and(|c| {
-                workers[w].handler_classes.contains(&c.handler_class)
-                    && bytes + c.bytes + 1 <= budget
+                workers[w].handler_classes.contains(&c.handler_class) && bytes + c.bytes < budget
             });
             if fits && let Some(candidate) = slot.take() {
                 bytes += candidate.bytes + 1;

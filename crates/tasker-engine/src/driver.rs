@@ -68,7 +68,7 @@ enum Internal {
     },
     TaskChecked {
         task_id: i64,
-        result: Result<TaskDag, StoreError>,
+        result: Box<Result<TaskDag, StoreError>>,
     },
 }
 
@@ -230,7 +230,7 @@ fn handle_internal(core: &mut EngineCore, event: Internal, now: DateTime<Utc>) {
         Internal::TaskLoadFailed(task_id, error) => core.on_task_load_failed(task_id, &error),
         Internal::ClaimDone(result) => core.on_claim_done(result),
         Internal::LeasesRenewed { asked, result } => core.on_leases_renewed(asked, result),
-        Internal::TaskChecked { task_id, result } => core.on_task_checked(task_id, result, now),
+        Internal::TaskChecked { task_id, result } => core.on_task_checked(task_id, *result, now),
     }
 }
 
@@ -345,7 +345,10 @@ impl Shell {
                 let internal = self.internal.clone();
                 tokio::spawn(async move {
                     let result = store.task_load_dag(task_id).await;
-                    let _ = internal.send(Internal::TaskChecked { task_id, result });
+                    let _ = internal.send(Internal::TaskChecked {
+                        task_id,
+                        result: Box::new(result),
+                    });
                 });
             }
         }

@@ -51,7 +51,7 @@
 //!
 //! - [`engine`]: [`Engine`] and [`EngineHandle`].
 //! - [`options`]: [`EngineOptions`], each field with its default, unit and trade-offs.
-//! - [`templates`]: [`TemplateRegistry`].
+//! - [`templates`](mod@templates): [`TemplateRegistry`].
 //! - [`task`]: the request and answer types of the API.
 //! - [`stats`]: [`EngineStats`] and latency samples.
 //! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].

@@ -787,6 +787,10 @@ impl EngineCore {
             for t in set.tentatives {
                 let children = task.children[t.index].clone();
                 let step = &mut task.steps[t.index];
+                if step.state == StepState::InProgress && t.state == StepState::Pending {
+                    // A requeue: the attempt never reached a worker and does not count.
+                    step.attempts = step.attempts.saturating_sub(1);
+                }
                 step.state = t.state;
                 if t.results.is_some() {
                     step.results = t.results;
@@ -924,6 +928,7 @@ fn result_change(
             let mut metadata = metadata;
             metadata["error_class"] = json!(error_class);
             metadata["retryable"] = json!(retryable);
+            metadata["backoff_until"] = json!(backoff_until);
             (
                 StepChange {
                     step_id: step.step_id,
@@ -986,6 +991,7 @@ fn loss_change(
                 "attempt": step.attempts,
                 "error_class": cause.error_class(),
                 "retryable": cause.retryable(),
+                "backoff_until": backoff_until,
             })),
             results: None,
             error: Some(error_json.clone()),
@@ -1019,10 +1025,18 @@ pub(crate) fn backoff_for(
     let retry_allowed = step.retryable && failure_retryable && step.attempts < step.retry_limit;
     retry_allowed.then(|| {
         let sample = rand::random::<f64>();
-        retry_at(
+        let until = retry_at(
             now,
             next_retry_delay(&policy, step.attempts.max(1), retry_after, sample),
-        )
+        );
+        // The store keeps milliseconds: round up so the stored time is never early.
+        let ms = until.timestamp_millis();
+        let whole = DateTime::from_timestamp_millis(ms).unwrap_or(until);
+        if whole < until {
+            DateTime::from_timestamp_millis(ms + 1).unwrap_or(until)
+        } else {
+            whole
+        }
     })
 }
 

@@ -1,0 +1,256 @@
+//! Failures: retries with backoff (the retry never dispatched before its `backoff_until`, read
+//! from the store's transition history), a handler's `retry_after`, permanent failures and
+//! exhausted retries failing the task with the step named, and timeouts retried.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+mod support;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use support::*;
+use tasker_core::backoff::BackoffPolicy;
+use tasker_core::state::{StepState, TaskState};
+use tasker_engine::EngineHandle;
+use tasker_store::{StepRecord, TransitionsOf};
+
+fn quick_backoff() -> BackoffPolicy {
+    BackoffPolicy {
+        base_delay_ms: 300,
+        max_delay_ms: 5_000,
+        multiplier: 2.0,
+        jitter: 0.0,
+    }
+}
+
+async fn step_named(engine: &EngineHandle, task_id: i64, name: &str) -> StepRecord {
+    engine
+        .task_status(task_id)
+        .await
+        .unwrap()
+        .steps
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap()
+}
+
+/// Every `fail` transition of the step with its recorded `backoff_until`, and every dispatch
+/// time, in order.
+async fn failures_and_dispatches(
+    engine: &EngineHandle,
+    step_id: i64,
+) -> (
+    Vec<(DateTime<Utc>, Option<DateTime<Utc>>, String)>,
+    Vec<DateTime<Utc>>,
+) {
+    let history = engine
+        .store()
+        .transitions_list(TransitionsOf::Step(step_id))
+        .await
+        .unwrap();
+    let mut failures = Vec::new();
+    let mut dispatches = Vec::new();
+    for row in history {
+        if row.to_state == "in_progress" {
+            dispatches.push(row.created_at);
+        }
+        if row.to_state == "error" {
+            let metadata = row.metadata.unwrap_or_default();
+            let until = metadata["backoff_until"]
+                .as_str()
+                .map(|t| t.parse::<DateTime<Utc>>().unwrap());
+            let class = metadata["error_class"].as_str().unwrap_or("").to_owned();
+            failures.push((row.created_at, until, class));
+        }
+    }
+    (failures, dispatches)
+}
+
+async fn retries_respect_backoff(db: &TestDb) {
+    let mut options = test_options("tcp://127.0.0.1:0");
+    options.default_backoff = quick_backoff();
+    let engine = start_engine(options, db.store().await).await;
+    let worker = TestWorker::start(engine.endpoint(), 4, registry(None));
+    let task_id = create_task(
+        &engine,
+        "examples",
+        "diamond",
+        json!({ "test_behaviour": {
+            "b": { "fail_retryable_attempts": 2 },
+            "c": { "fail_retryable_attempts": 1, "retry_after_ms": 700 }
+        }}),
+    )
+    .await;
+    let outcome = guarded("the diamond", engine.handle(task_id))
+        .await
+        .unwrap();
+    assert_eq!(outcome.state, TaskState::Complete, "{outcome:?}");
+    assert_previous_results_match_ancestors(&engine, task_id).await;
+
+    let b = step_named(&engine, task_id, "b").await;
+    assert_eq!(b.attempts, 3, "two retryable failures, then success");
+    assert_eq!(b.results.as_ref().unwrap()["attempt"], json!(3));
+    let (failures, dispatches) = failures_and_dispatches(&engine, b.step_id).await;
+    assert_eq!(failures.len(), 2);
+    assert_eq!(dispatches.len(), 3);
+    for (i, (failed_at, until, _)) in failures.iter().enumerate() {
+        let until = until.expect("a retryable failure records backoff_until");
+        let expected = chrono::TimeDelta::milliseconds(300 * (1 << i));
+        let waited = until - *failed_at;
+        assert!(
+            waited >= expected && waited <= expected + chrono::TimeDelta::milliseconds(1),
+            "exponential backoff without jitter: waited {waited:?}, expected {expected:?}"
+        );
+        assert!(
+            dispatches[i + 1] >= until,
+            "retry {} dispatched at {} before its backoff_until {until}",
+            i + 1,
+            dispatches[i + 1]
+        );
+    }
+
+    let c = step_named(&engine, task_id, "c").await;
+    assert_eq!(c.attempts, 2);
+    let (failures, dispatches) = failures_and_dispatches(&engine, c.step_id).await;
+    let (failed_at, until, _) = failures[0];
+    let until = until.unwrap();
+    let waited = until - failed_at;
+    assert!(
+        waited >= chrono::TimeDelta::milliseconds(700)
+            && waited <= chrono::TimeDelta::milliseconds(701),
+        "the handler's retry_after replaces the policy's delay: {waited:?}"
+    );
+    assert!(dispatches[1] >= until);
+
+    worker.stop().await;
+    engine.shutdown().await;
+}
+
+async fn permanent_failure_fails_the_task(db: &TestDb) {
+    let engine = start_engine(test_options("tcp://127.0.0.1:0"), db.store().await).await;
+    let worker = TestWorker::start(engine.endpoint(), 4, registry(None));
+    let task_id = create_task(
+        &engine,
+        "examples",
+        "diamond",
+        json!({ "test_behaviour": { "b": { "fail_permanently": true } } }),
+    )
+    .await;
+    let outcome = guarded("the diamond", engine.handle(task_id))
+        .await
+        .unwrap();
+    assert_eq!(outcome.state, TaskState::Error);
+    let reason = outcome.reason.clone().unwrap();
+    assert!(reason.contains("`b`"), "{reason}");
+    assert!(reason.contains("non-retryable"), "{reason}");
+    assert_eq!(outcome.failed_steps.len(), 1);
+    assert_eq!(outcome.failed_steps[0].name, "b");
+    assert_eq!(outcome.failed_steps[0].reason, "non_retryable");
+
+    let status = engine.task_status(task_id).await.unwrap();
+    assert_eq!(status.task.state, TaskState::Error);
+    let by_name = |n: &str| status.steps.iter().find(|s| s.name == n).unwrap().clone();
+    assert_eq!(by_name("a").state, StepState::Complete);
+    assert_eq!(
+        by_name("c").state,
+        StepState::Complete,
+        "the other branch ran"
+    );
+    assert_eq!(by_name("b").state, StepState::Error);
+    assert_eq!(
+        by_name("b").attempts,
+        1,
+        "a permanent failure is not retried"
+    );
+    assert_eq!(by_name("d").state, StepState::Pending, "d is blocked by b");
+    // Waiting again on a finished task answers from the store.
+    let again = engine.handle(task_id).await.unwrap();
+    assert_eq!(again.state, TaskState::Error);
+    assert_eq!(again.failed_steps[0].name, "b");
+
+    worker.stop().await;
+    engine.shutdown().await;
+}
+
+async fn exhausted_retries_fail_the_task(db: &TestDb) {
+    let mut options = test_options("tcp://127.0.0.1:0");
+    options.default_backoff = BackoffPolicy {
+        base_delay_ms: 50,
+        ..quick_backoff()
+    };
+    let engine = start_engine(options, db.store().await).await;
+    let worker = TestWorker::start(engine.endpoint(), 4, registry(None));
+    let task_id = create_task(
+        &engine,
+        "examples",
+        "linear",
+        json!({ "test_behaviour": { "step_2": { "fail_retryable_attempts": 10 } } }),
+    )
+    .await;
+    let outcome = guarded("the chain", engine.handle(task_id)).await.unwrap();
+    assert_eq!(outcome.state, TaskState::Error, "{outcome:?}");
+    assert_eq!(outcome.failed_steps[0].name, "step_2");
+    assert_eq!(outcome.failed_steps[0].reason, "retries_exhausted");
+    assert_eq!(
+        outcome.failed_steps[0].attempts, 3,
+        "retry_limit 3 by default"
+    );
+    assert!(outcome.reason.unwrap().contains("3 of 3 attempts"));
+    let step = step_named(&engine, task_id, "step_2").await;
+    assert_eq!(step.attempts, 3);
+    assert_eq!(step.state, StepState::Error);
+    worker.stop().await;
+    engine.shutdown().await;
+}
+
+const TIMEOUT_TEMPLATE: &str = r#"
+name: slow_then_fast
+namespace: tests
+version: 1.0.0
+steps:
+  - name: slow
+    handler_class: tasker.test
+    timeout_ms: 200
+    retry_limit: 3
+    backoff: { base_delay_ms: 50, max_delay_ms: 1000, multiplier: 2.0, jitter: 0.0 }
+  - name: after
+    handler_class: tasker.test
+    depends_on: [slow]
+"#;
+
+async fn a_timed_out_step_is_retried(db: &TestDb) {
+    let engine = start_engine(test_options("tcp://127.0.0.1:0"), db.store().await).await;
+    engine.register_template(TIMEOUT_TEMPLATE).unwrap();
+    let worker = TestWorker::start(engine.endpoint(), 4, registry(None));
+    // Every attempt sleeps past its 200 ms timeout; the worker stops it and reports
+    // `tasker.timeout` (retryable); the engine retries it until the retry limit.
+    let task_id = create_task(
+        &engine,
+        "tests",
+        "slow_then_fast",
+        json!({ "test_behaviour": { "slow": { "sleep_ms": 5000 } } }),
+    )
+    .await;
+    let outcome = guarded("the task", engine.handle(task_id)).await.unwrap();
+    assert_eq!(outcome.state, TaskState::Error);
+    assert_eq!(outcome.failed_steps[0].name, "slow");
+    assert_eq!(outcome.failed_steps[0].reason, "retries_exhausted");
+    let slow = step_named(&engine, task_id, "slow").await;
+    assert_eq!(slow.attempts, 3, "each timeout was retried until the limit");
+    let (failures, _) = failures_and_dispatches(&engine, slow.step_id).await;
+    assert_eq!(failures.len(), 3);
+    assert!(
+        failures
+            .iter()
+            .all(|(_, _, class)| class == "tasker.timeout")
+    );
+    worker.stop().await;
+    engine.shutdown().await;
+}
+
+on_every_backend! {
+    retries_wait_for_their_backoff_then_succeed => retries_respect_backoff,
+    a_permanent_failure_fails_the_task_naming_the_step => permanent_failure_fails_the_task,
+    exhausted_retries_fail_the_task => exhausted_retries_fail_the_task,
+    timed_out_attempts_are_retried => a_timed_out_step_is_retried,
+}
