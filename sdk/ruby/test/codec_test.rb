@@ -30,6 +30,26 @@ class CodecTest < Minitest::Test
     assert_rejected "invalid_json", "JSON", format(HEARTBEAT, ',"x":1e400')
     assert_rejected "invalid_json", "JSON", format(HEARTBEAT, ",\"x\":1#{'0' * 400}")
     assert_rejected "invalid_json", "JSON", format(HEARTBEAT, ',"x":1,')
+    assert_rejected "invalid_json", "JSON", format(HEARTBEAT, ',"x":"\\uD800\\u0041"')
+    assert_rejected "invalid_json", "JSON", format(HEARTBEAT, ',"\\ud800x":1')
+  end
+
+  # Differential testing against the Rust decoder found these: serde_json reads `-0` as the
+  # float -0.0, so it is not an integer, and keeps its sign in payloads.
+  def test_negative_zero_is_a_float_as_in_serde_json
+    error = assert_raises(Protocol::DecodeError) do
+      Protocol.decode_worker_message('{"message_type":"heartbeat","protocol_version":"1.0","worker_id":"w",' \
+                                     '"in_flight":-0,"free_capacity":1,"timestamp":"2025-01-23T19:57:52Z"}')
+    end
+    assert_equal ["invalid_field_type", "in_flight"], [error.code, error.field]
+    assert_includes error.message, "found number"
+
+    message = Protocol.decode_worker_message(
+      '{"message_type":"partial_result","protocol_version":"1.0","batch_id":"0195b4ba-8d3a-7f12-9c4e-6a1d2b3c4d5e",' \
+      '"step_id":1,"attempt":1,"status":"completed","output":[-0,[-0],1e-0,-0e0,"-0"],"worker_id":"w","sequence":1,' \
+      '"timestamp":"2025-01-23T19:57:52Z","execution_time_ms":0}'
+    )
+    assert_equal '[-0.0,[-0.0],1.0,-0.0,"-0"]', JSON.generate(message.output)
   end
 
   def test_well_formed_escapes_and_numbers_are_kept

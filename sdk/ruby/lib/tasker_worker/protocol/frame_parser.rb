@@ -26,9 +26,11 @@ module TaskerWorker
         text = bytes.force_encoding(Encoding::UTF_8)
         raise DecodeError.invalid_json("not valid UTF-8") unless text.valid_encoding?
 
-        too_deep, leniency = scan(text)
+        too_deep, leniency, negative_zeros = scan(text)
         raise DecodeError.nesting_too_deep if too_deep
         raise DecodeError.invalid_json(leniency) if leniency
+
+        text = write_negative_zeros_as_floats(text, negative_zeros) unless negative_zeros.empty?
 
         value = begin
           JSON.parse(text, max_nesting: false, allow_nan: false, create_additions: false)
@@ -41,20 +43,23 @@ module TaskerWorker
         value
       end
 
-      # Returns [too_deep, first_leniency]: whether arrays and objects nest deeper than
-      # MAX_NESTING_DEPTH (brackets inside strings do not count; the same rule as the Rust
-      # crate's, also on text that is not JSON) and the first non-RFC construct seen.
+      # Returns [too_deep, first_leniency, negative_zeros]: whether arrays and objects nest
+      # deeper than MAX_NESTING_DEPTH (brackets inside strings do not count; the same rule as the
+      # Rust crate's, also on text that is not JSON), the first non-RFC construct seen, and the
+      # byte offsets just after each `-0` number written without fraction or exponent.
       def scan(text)
         scanner = StringScanner.new(text)
         depth = 0
         leniency = nil
+        negative_zeros = []
         until scanner.eos?
-          scanner.skip(OUTSIDE_STRING)
+          start = scanner.pos
+          note_negative_zeros(scanner.scan(OUTSIDE_STRING), start, negative_zeros)
           char = scanner.getch
           case char
           when "[", "{"
             depth += 1
-            return [true, leniency] if depth > MAX_NESTING_DEPTH
+            return [true, leniency, negative_zeros] if depth > MAX_NESTING_DEPTH
           when "]", "}"
             depth -= 1 if depth.positive?
           when "/"
@@ -63,7 +68,16 @@ module TaskerWorker
             leniency = scan_string(scanner, leniency)
           end
         end
-        [false, leniency]
+        [false, leniency, negative_zeros]
+      end
+
+      # serde_json reads `-0` as the float -0.0 (so an integer field holding it is
+      # `invalid_field_type`, and a payload keeps its sign); Ruby reads the integer 0. The
+      # offsets collected here let parse_object write those as `-0.0` before parsing.
+      def note_negative_zeros(chunk, start, offsets)
+        return unless chunk&.include?("-0")
+
+        chunk.b.scan(/(?<![0-9eE.+-])-0(?![0-9.eE])/) { offsets << (start + Regexp.last_match.end(0)) }
       end
 
       # Skips the rest of a string after its opening quote; returns the leniency seen so far.
@@ -77,12 +91,26 @@ module TaskerWorker
           return leniency if escape.nil?
           next if SIMPLE_ESCAPES.include?(escape)
 
-          if escape == "u"
-            leniency ||= "a \\u escape needs four hex digits" unless scanner.skip(/\h{4}/)
-          else
-            leniency ||= "invalid escape \\#{escape}"
-          end
+          leniency ||= escape == "u" ? unicode_escape_leniency(scanner) : "invalid escape \\#{escape}"
         end
+      end
+
+      # Reads the four hex digits of a `\u` escape (and the low surrogate a high one needs);
+      # returns what is wrong with them, or nil.
+      def unicode_escape_leniency(scanner)
+        digits = scanner.scan(/\h{4}/) or return "a \\u escape needs four hex digits"
+        code = digits.to_i(16)
+        return "an unpaired low surrogate escape" if code.between?(0xDC00, 0xDFFF)
+        return nil unless code.between?(0xD800, 0xDBFF)
+        return nil if scanner.skip(/\\u[dD][c-fC-F]\h{2}/)
+
+        "an unpaired high surrogate escape"
+      end
+
+      def write_negative_zeros_as_floats(text, offsets)
+        bytes = text.b
+        offsets.reverse_each { |offset| bytes.insert(offset, ".0") }
+        bytes.force_encoding(Encoding::UTF_8)
       end
 
       # Rejects what Ruby's parser accepts but JSON cannot represent: strings holding an
