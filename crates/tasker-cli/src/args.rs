@@ -26,6 +26,9 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TemplateCommand,
     },
+    /// Run a worker with the built-in handlers (`tasker.test` and the order-fulfillment
+    /// example) until SIGINT or SIGTERM, then shut down gracefully.
+    Worker(crate::worker_command::WorkerArgs),
 }
 
 /// `tasker template …`

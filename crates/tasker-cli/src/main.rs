@@ -2,6 +2,7 @@
 
 mod args;
 mod template_validate;
+mod worker_command;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
             &mut io::stdout().lock(),
             &mut io::stderr().lock(),
         ),
+        Command::Worker(worker) => worker_command::run(&worker),
     };
     match outcome {
         Ok(code) => code,
