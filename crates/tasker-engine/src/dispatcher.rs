@@ -161,12 +161,12 @@ mod tests {
             plan.batches,
             vec![
                 PlannedBatch {
-                    worker_id: "wb".into(),
-                    steps: vec![2]
-                },
-                PlannedBatch {
                     worker_id: "wa".into(),
                     steps: vec![1]
+                },
+                PlannedBatch {
+                    worker_id: "wb".into(),
+                    steps: vec![2]
                 },
             ]
         );
