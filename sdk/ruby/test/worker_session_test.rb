@@ -183,6 +183,29 @@ class WorkerSessionTest < Minitest::Test
     assert_equal [true, :timeout], [observed.pop(timeout: 1), observed.pop(timeout: 1)]
   end
 
+  def test_cooperative_stopping_only_flags_the_step
+    entered = TaskerWorkerTest::Mailbox.new
+    handlers = TaskerWorker::Registry.new
+    handlers.register("polite") do |_task, _sequence, step|
+      entered << :running
+      sleep 0.005 until step.cancelled?
+      raise TaskerWorker::PermanentError, "stopped because #{step.cancellation_reason}"
+    end
+    handlers.register("finisher") do |_task, _sequence, step|
+      entered << :running
+      sleep 0.005 until step.cancelled?
+      { "finished_anyway" => step.cancellation_reason.to_s }
+    end
+    _worker, _thread, identity = start_registered_worker(handlers: handlers, interrupt_handlers: false)
+    batch_id = @orchestrator.step_batch(identity, [step(121, handler_class: "polite"), step(122, handler_class: "finisher")])
+    2.times { entered.pop(timeout: 5) }
+    @orchestrator.send_message(identity, "cancel_steps", batch_id: batch_id, step_ids: [121, 122], reason: "step_cancelled")
+    results = Array.new(2) { @orchestrator.expect("partial_result").message }.to_h { |result| [result.step_id, result] }
+
+    assert_equal "tasker.cancelled", results[121].error.error_class, "a handler that raises once flagged is reported stopped"
+    assert_equal({ "finished_anyway" => "cancelled" }, results[122].output, "a handler that returns reports its result")
+  end
+
   def test_health_requests_are_answered
     worker, _thread, identity = start_registered_worker(capacity: 4)
     request_id = SecureRandom.uuid
@@ -260,6 +283,38 @@ class WorkerSessionTest < Minitest::Test
     completion = @orchestrator.expect("batch_completion")
     @orchestrator.ack(identity, result, completion)
     assert_equal true, result_of(thread)
+  end
+
+  def test_a_second_stop_ends_the_grace_period_at_once
+    gate = Gate.new
+    worker, thread, identity = start_registered_worker(handlers: { "gate" => gate.handler }, shutdown_grace: 60)
+    @orchestrator.step_batch(identity, [step(62, handler_class: "gate")])
+    gate.started.pop(timeout: 5)
+    worker.stop
+    @orchestrator.expect("goodbye")
+    request_id = SecureRandom.uuid
+    @orchestrator.send_message(identity, "health_request", request_id: request_id, timestamp: "2025-01-23T19:57:52Z")
+    assert_equal "draining", @orchestrator.expect("health_reply").message.status
+
+    worker.stop
+    result = @orchestrator.expect("partial_result", timeout: 5)
+    assert_equal "tasker.worker_shutdown", result.message.error.error_class
+    @orchestrator.ack(identity, result, @orchestrator.expect("batch_completion"))
+    assert_equal true, result_of(thread, timeout: 5)
+  end
+
+  def test_a_worker_that_never_registered_stops_at_once
+    worker, thread = start_worker
+    @orchestrator.expect("hello")
+    worker.stop
+    assert_equal true, result_of(thread, timeout: 5)
+  end
+
+  def test_without_an_answer_hello_is_repeated_on_fresh_connections_with_backoff
+    _worker, = start_worker(hello_timeout: 0.1, retry_backoff_max: 0.4)
+    hellos = Array.new(4) { @orchestrator.expect("hello", timeout: 5) }
+    assert_equal 4, hellos.map(&:identity).uniq.size, "each retry is a fresh connection"
+    assert_equal 1, hellos.map { |hello| hello.message.worker_id }.uniq.size, "with the same worker_id"
   end
 
   def test_garbage_is_counted_answered_and_survived

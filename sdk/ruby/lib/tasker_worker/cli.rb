@@ -79,6 +79,10 @@ module TaskerWorker
                 "How long running steps may finish after SIGTERM (default #{Worker::DEFAULT_SHUTDOWN_GRACE})") do |value|
           worker[:shutdown_grace] = value
         end
+        opts.on("--[no-]interrupt-handlers",
+                "Stop timed-out or cancelled steps with Thread#raise (default) or only flag them") do |value|
+          worker[:interrupt_handlers] = value
+        end
         opts.on("--log-level LEVEL", %w[debug info warn error], "debug, info (default), warn or error") do |value|
           worker[:logger].level = Logger.const_get(value.upcase)
         end

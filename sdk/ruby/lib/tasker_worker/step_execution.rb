@@ -39,15 +39,15 @@ module TaskerWorker
     end
 
     # Stops the attempt: marks the step cancelled with `reason` (:timeout, :cancelled or
-    # :shutdown; `detail` is the cancel reason) and raises StepInterrupted in the handler's
-    # thread. Only the first call counts.
-    def interrupt(reason, detail = nil)
+    # :shutdown; `detail` is the cancel reason) and, unless `cooperative`, raises
+    # StepInterrupted in the handler's thread. Only the first call counts.
+    def interrupt(reason, detail = nil, cooperative: false)
       return if @interruption
 
       @interruption = reason
       @interruption_detail = detail
       @cancellation.cancel(reason)
-      @thread.raise(StepInterrupted, "step #{@step.id} interrupted (#{reason})") if @thread.alive?
+      @thread.raise(StepInterrupted, "step #{@step.id} interrupted (#{reason})") if !cooperative && @thread.alive?
     end
 
     def interrupted?

@@ -85,11 +85,15 @@ module TaskerWorker
     #   doubling up to the maximum; also the least time between two re-registrations.
     # - shutdown_grace: seconds running steps may take to finish after a stop request.
     # - shutdown_ack_timeout: seconds to wait for the last acknowledgements after that.
+    # - interrupt_handlers: stop a timed-out, cancelled or shut-down step by raising
+    #   StepInterrupted in its thread (default). With false, stopping is cooperative: the worker
+    #   only sets `step.cancelled?`, and the step keeps its slot until its handler returns or
+    #   raises (then reported as stopped) — for code that Thread#raise must never cut short.
     # - logger: a Logger (default: INFO to $stderr).
     def initialize(endpoint:, handlers: TaskerWorker.registry, capacity: DEFAULT_CAPACITY, name: nil,
                    heartbeat_interval: nil, worker_id: nil, hello_timeout: DEFAULT_HELLO_TIMEOUT,
                    shutdown_grace: DEFAULT_SHUTDOWN_GRACE, shutdown_ack_timeout: DEFAULT_SHUTDOWN_ACK_TIMEOUT,
-                   retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX, logger: nil)
+                   retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX, interrupt_handlers: true, logger: nil)
       @endpoint = endpoint
       @registry = self.class.registry_from(handlers)
       @capacity = capacity
@@ -100,6 +104,7 @@ module TaskerWorker
       @shutdown_grace = shutdown_grace
       @shutdown_ack_timeout = shutdown_ack_timeout
       @retry_backoff_max = retry_backoff_max
+      @cooperative = !interrupt_handlers
       @logger = logger || Logger.new($stderr, progname: "tasker-worker", level: Logger::INFO)
       validate_options
       @stats = WorkerStats.new
@@ -158,7 +163,7 @@ module TaskerWorker
       true
     ensure
       @state = :stopped
-      @running&.each_value { |execution| execution.interrupt(:shutdown) }
+      @running&.each_value { |execution| execution.interrupt(:shutdown, cooperative: @cooperative) }
       @connection&.close
       @context&.terminate
       restore_traps(previous_traps) if previous_traps
@@ -327,7 +332,7 @@ module TaskerWorker
         next unless execution.overdue?(now)
 
         @logger.warn("step #{execution.step.id} ran past its timeout of #{execution.step.timeout_ms} ms; stopping it")
-        execution.interrupt(:timeout)
+        execution.interrupt(:timeout, cooperative: @cooperative)
       end
       expire_grace(now) if @drain
       case @link
@@ -659,7 +664,7 @@ module TaskerWorker
         end
         @logger.info("cancelling step #{step_id} of batch #{cancel.batch_id} (#{cancel.reason})")
         if slot.state == :running
-          slot.execution.interrupt(:cancelled, cancel.reason)
+          slot.execution.interrupt(:cancelled, cancel.reason, cooperative: @cooperative)
         else
           @queue.delete(key)
           report(key, slot.request.metadata.attempt, error: cancelled_error(cancel.reason), elapsed_ms: 0)
@@ -761,7 +766,7 @@ module TaskerWorker
 
       @logger.warn("shutdown grace period over; stopping the #{@running.size} steps still running")
       @drain.grace_expired_at = now
-      @running.each_value { |execution| execution.interrupt(:shutdown) }
+      @running.each_value { |execution| execution.interrupt(:shutdown, cooperative: @cooperative) }
     end
 
     # Whether the shutdown is complete: nothing running, and every result acknowledged or the
