@@ -148,27 +148,17 @@ module TaskerWorker
       raise Error, "a Worker runs once; make a new one" unless @state == :new
 
       @state = :running
-      check_registry
-      previous_traps = install_traps if install_signal_handlers
-      start_session
-      until drain_finished?
-        wait_for_events
-        handle_stop_request
-        receive_frames
-        collect_finished_steps
-        on_timers
-        start_queued_steps
+      begin
+        check_registry
+        previous_traps = install_traps if install_signal_handlers
+        start_session
+        turn until drain_finished?
+        @logger.info("worker #{@worker_id} stopped")
+        true
+      ensure
+        finish_session
+        restore_traps(previous_traps) if previous_traps
       end
-      @logger.info("worker #{@worker_id} stopped")
-      true
-    ensure
-      @state = :stopped
-      @running&.each_value { |execution| execution.interrupt(:shutdown, cooperative: @cooperative) }
-      @connection&.close
-      @context&.terminate
-      restore_traps(previous_traps) if previous_traps
-      @stats.set(:registered, false)
-      @link = nil
     end
 
     class << self
@@ -264,7 +254,29 @@ module TaskerWorker
       previous.each { |signal, handler| Signal.trap(signal, handler.nil? ? "DEFAULT" : handler) }
     end
 
+    def finish_session
+      @state = :stopped
+      @running&.each_value { |execution| execution.interrupt(:shutdown, cooperative: @cooperative) }
+      @connection&.close
+      @context&.terminate
+      @wake_writer.close
+      @wake_reader.close
+      @stats.set(:registered, false)
+      @link = nil
+    end
+
     # ----- the loop -----
+
+    # One turn: wait for a frame, a finished step, a stop request or the next deadline, then
+    # handle whatever is due.
+    def turn
+      wait_for_events
+      handle_stop_request
+      receive_frames
+      collect_finished_steps
+      on_timers
+      start_queued_steps
+    end
 
     def wake
       @wake_writer.write_nonblock("!", exception: false)
