@@ -16,9 +16,11 @@ const DEFAULT_CONNECT: &str = "tcp://127.0.0.1:5555";
 /// Arguments of `tasker worker`.
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
-    /// The orchestrator's endpoint (`tcp://HOST:PORT`, `ipc:///PATH`).
-    #[arg(long, env = "TASKER_WORKER_CONNECT", value_name = "ENDPOINT", default_value = DEFAULT_CONNECT)]
-    pub(crate) connect: String,
+    /// The orchestrator's endpoint (`tcp://HOST:PORT`, `ipc:///PATH`). Without it, the
+    /// environment variable `TASKER_WORKER_CONNECT`, then `TASKER_WORKER_ENDPOINT` (the Python
+    /// SDK's name), then `tcp://127.0.0.1:5555` (where `tasker serve` binds by default).
+    #[arg(long, env = "TASKER_WORKER_CONNECT", value_name = "ENDPOINT")]
+    pub(crate) connect: Option<String>,
 
     /// Most steps run at once (1–10000).
     #[arg(
@@ -86,7 +88,13 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let mut options = WorkerOptions::new(&args.connect);
+    let endpoint = args
+        .connect
+        .clone()
+        .or_else(|| std::env::var("TASKER_WORKER_ENDPOINT").ok())
+        .filter(|endpoint| !endpoint.is_empty())
+        .unwrap_or_else(|| DEFAULT_CONNECT.to_owned());
+    let mut options = WorkerOptions::new(&endpoint);
     options.capacity = args.capacity;
     options.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
     options.heartbeat_interval = args.heartbeat_interval_ms.map(Duration::from_millis);
@@ -102,7 +110,7 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         io::stderr(),
         "tasker worker {} connecting to {} with handlers: {}",
         worker.worker_id(),
-        args.connect,
+        endpoint,
         registry.handler_classes().join(", ")
     )?;
 

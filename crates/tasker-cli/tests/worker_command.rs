@@ -25,6 +25,7 @@ fn tasker_worker(args: &[&str]) -> Command {
         .args(args)
         .env_remove("RUST_LOG")
         .env_remove("TASKER_WORKER_CONNECT")
+        .env_remove("TASKER_WORKER_ENDPOINT")
         .env_remove("TASKER_WORKER_HANDLERS")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -194,4 +195,36 @@ async fn an_invalid_worker_id_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("worker_id"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_python_sdks_endpoint_variable_is_honoured_too() {
+    let (router, mut events) =
+        RouterEndpoint::bind("tcp://127.0.0.1:0", RouterOptions::default()).unwrap();
+    let child = tasker_worker(&["--worker-id", "cli-worker-2"])
+        .env("TASKER_WORKER_ENDPOINT", router.endpoint())
+        .spawn()
+        .unwrap();
+    let (_, message) = next_message(&mut events).await;
+    let WorkerMessage::Hello(hello) = message else {
+        panic!("expected hello, got {message:?}");
+    };
+    assert_eq!(hello.worker_id, "cli-worker-2");
+    assert_eq!(hello.handler_classes.len(), 5, "every built-in handler");
+
+    // Never welcomed, nothing to finish: SIGTERM ends it at once, cleanly.
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = wait(child).await;
+    assert!(
+        output.status.success(),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    router.shutdown().await;
 }

@@ -109,23 +109,28 @@ pub struct StepContext {
 impl StepContext {
     /// The context for `request`, dispatched in batch `batch_id` to the worker `worker_id`, with
     /// a fresh cancellation signal. The worker builds one per step; tests of handlers can too.
-    pub fn from_request(batch_id: Uuid, request: &StepRequest, worker_id: &str) -> Self {
+    pub fn new(batch_id: Uuid, request: StepRequest, worker_id: &str) -> Self {
         Self {
             batch_id,
             step_id: request.step_id,
             task_id: request.task_id,
-            step_name: request.step_name.clone(),
-            handler_class: request.handler_class.clone(),
-            handler_config: request.handler_config.clone(),
-            task_context: request.task_context.clone(),
-            previous_results: request.previous_results.clone(),
+            step_name: request.step_name,
+            handler_class: request.handler_class,
+            handler_config: request.handler_config,
+            task_context: request.task_context,
+            previous_results: request.previous_results,
             attempt: request.metadata.attempt,
             retry_limit: request.metadata.retry_limit,
             timeout: request.metadata.timeout_ms.map(Duration::from_millis),
-            idempotency_key: request.metadata.idempotency_key.clone(),
+            idempotency_key: request.metadata.idempotency_key,
             worker_id: worker_id.to_owned(),
             cancellation: CancellationToken::new(),
         }
+    }
+
+    /// Like [`StepContext::new`], copying `request`.
+    pub fn from_request(batch_id: Uuid, request: &StepRequest, worker_id: &str) -> Self {
+        Self::new(batch_id, request.clone(), worker_id)
     }
 
     /// The same context with `token` as its cancellation signal.

@@ -13,14 +13,20 @@
 //!
 //! 1. Connect the DEALER and send `hello` (handler classes, capacity, SDK info, and on a
 //!    re-registration every step this worker still accounts for).
-//! 2. Wait for `welcome`. `hello_rejected` with `not_accepting_workers` is retried with backoff;
-//!    any other code ends [`Worker::run`] with [`WorkerError::HelloRejected`]. No answer within
-//!    the welcome timeout: open a fresh connection and say `hello` again (backing off).
+//! 2. Wait for `welcome`, sending nothing else meanwhile (steps keep running; their results are
+//!    held). `hello_rejected` with `not_accepting_workers` is retried with backoff; any other
+//!    code ends [`Worker::run`] with [`WorkerError::HelloRejected`]. No answer within the hello
+//!    timeout ([`WorkerOptions::welcome_timeout`]): open a fresh connection and say `hello` again,
+//!    waiting twice as long each time up to [`WorkerOptions::retry_backoff_max`]. (The spec
+//!    allows re-sending on the same socket; a fresh socket with linger 0 also discards the
+//!    `hello`s that pile up in ZeroMQ's queue while no orchestrator listens.)
 //! 3. Registered: heartbeat every negotiated interval; run steps (at most `capacity` at once, the
 //!    rest queued); send a `partial_result` per finished step and a `batch_completion` per
-//!    finished batch; hold each until a `result_ack` names it. After a transport reconnect,
-//!    an orchestrator `not_registered` error, or `liveness` intervals without a word from the
-//!    orchestrator: back to 1, then re-send every held result.
+//!    finished batch; hold each until a `result_ack` names it, re-sending it when it waited
+//!    `liveness` intervals. After a transport reconnect, an orchestrator `not_registered` error
+//!    (at most once per hello timeout), or `liveness` intervals without a word from the
+//!    orchestrator (then on a fresh socket): back to 1 with `in_flight` listing every step still
+//!    accounted for, then re-send every held result in the order first sent.
 //! 4. Shutdown: send `goodbye` handing back the steps not started, let running steps finish
 //!    within the grace period (then stop them and report retryable failures), wait a bounded
 //!    time for the last acknowledgements, close.
@@ -1002,9 +1008,8 @@ impl Session {
             let Some(handler) = self.registry.get(&request.handler_class).cloned() else {
                 continue;
             };
-            let context =
-                StepContext::from_request(step.batch_id, &request, &self.options.worker_id)
-                    .with_cancellation(token);
+            let context = StepContext::new(step.batch_id, *request, &self.options.worker_id)
+                .with_cancellation(token);
             bump(&self.counters.steps_started);
             self.running.push(execute(handler, context));
         }
