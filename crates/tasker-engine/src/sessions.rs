@@ -306,6 +306,11 @@ impl EngineCore {
                 continue;
             }
             let Some((task_id, index)) = self.step_index.get(&step_id).copied() else {
+                // Not a step of a task held now: if the batch was ours, its task has finished
+                // (or the attempt ended) and the worker may drop the step.
+                if self.knows_batch(&batch_id) {
+                    supersede.entry(batch_id).or_default().push(step_id);
+                }
                 continue;
             };
             let Some(task) = self.tasks.get_mut(&task_id) else {

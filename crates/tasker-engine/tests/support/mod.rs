@@ -310,6 +310,8 @@ pub struct RawWorker {
     pub dealer: DealerHandle,
     events: DealerEvents,
     pub worker_id: String,
+    stash: std::collections::VecDeque<OrchestratorMessage>,
+    sequence: u64,
 }
 
 impl RawWorker {
@@ -321,6 +323,8 @@ impl RawWorker {
             dealer,
             events,
             worker_id: worker_id.to_owned(),
+            stash: std::collections::VecDeque::new(),
+            sequence: 0,
         }
     }
 
@@ -351,13 +355,139 @@ impl RawWorker {
             in_flight,
         }))
         .await;
-        loop {
-            match self.next().await {
-                OrchestratorMessage::Welcome(_) => return,
-                OrchestratorMessage::Heartbeat(_) => {}
-                other => panic!("expected welcome, got {other:?}"),
-            }
+        self.wait_for("welcome", |m| matches!(m, OrchestratorMessage::Welcome(_)))
+            .await;
+    }
+
+    /// The first message (heartbeats aside) matching `wanted`; others are kept for later calls.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&OrchestratorMessage) -> bool,
+    ) -> OrchestratorMessage {
+        if let Some(i) = self.stash.iter().position(&wanted) {
+            return self.stash.remove(i).unwrap();
         }
+        loop {
+            let message = guarded(what, self.next_non_heartbeat()).await;
+            if wanted(&message) {
+                return message;
+            }
+            self.stash.push_back(message);
+        }
+    }
+
+    /// Waits for a `step_batch`.
+    pub async fn batch(&mut self) -> tasker_protocol::StepBatch {
+        match self
+            .wait_for("a step batch", |m| {
+                matches!(m, OrchestratorMessage::StepBatch(_))
+            })
+            .await
+        {
+            OrchestratorMessage::StepBatch(batch) => batch,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Waits for the acknowledgement of `key` and returns its outcome.
+    pub async fn ack_of(&mut self, key: tasker_protocol::ResultKey) -> tasker_protocol::AckOutcome {
+        let message = self
+            .wait_for("an acknowledgement", |m| match m {
+                OrchestratorMessage::ResultAck(ack) => ack.acks.iter().any(|a| a.key() == key),
+                _ => false,
+            })
+            .await;
+        match message {
+            OrchestratorMessage::ResultAck(ack) => {
+                ack.acks.iter().find(|a| a.key() == key).unwrap().outcome
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Waits for an `error` (or `hello_rejected`) and returns its code.
+    pub async fn error_code(&mut self) -> String {
+        match self
+            .wait_for("an error", |m| {
+                matches!(
+                    m,
+                    OrchestratorMessage::Error(_) | OrchestratorMessage::HelloRejected(_)
+                )
+            })
+            .await
+        {
+            OrchestratorMessage::Error(e) => e.code,
+            OrchestratorMessage::HelloRejected(r) => format!("hello_rejected:{}", r.code),
+            _ => unreachable!(),
+        }
+    }
+
+    /// A `completed` partial result for one step of a batch.
+    pub fn completed(
+        &mut self,
+        batch_id: uuid::Uuid,
+        step_id: i64,
+        attempt: u32,
+        output: Value,
+    ) -> WorkerMessage {
+        self.sequence += 1;
+        WorkerMessage::PartialResult(tasker_protocol::PartialResult {
+            protocol_version: PROTOCOL_VERSION,
+            batch_id,
+            step_id,
+            attempt,
+            status: tasker_protocol::StepStatus::Completed,
+            output,
+            error: None,
+            worker_id: self.worker_id.clone(),
+            sequence: self.sequence,
+            timestamp: chrono::Utc::now(),
+            execution_time_ms: 1,
+        })
+    }
+
+    /// A batch completion saying every listed step completed.
+    pub fn batch_done(&self, batch_id: uuid::Uuid, step_ids: &[i64]) -> WorkerMessage {
+        let n = u32::try_from(step_ids.len()).unwrap();
+        WorkerMessage::BatchCompletion(tasker_protocol::BatchCompletion {
+            protocol_version: PROTOCOL_VERSION,
+            batch_id,
+            total_steps: n,
+            completed_steps: n,
+            failed_steps: 0,
+            step_summaries: step_ids
+                .iter()
+                .map(|&step_id| tasker_protocol::StepSummary {
+                    step_id,
+                    status: tasker_protocol::StepStatus::Completed,
+                })
+                .collect(),
+            completed_at: chrono::Utc::now(),
+            worker_id: self.worker_id.clone(),
+        })
+    }
+
+    /// Sends heartbeats every 100 ms from a background task until the returned handle is
+    /// aborted (or dropped with the runtime).
+    pub fn keep_heartbeating(&self) -> JoinHandle<()> {
+        let dealer = self.dealer.clone();
+        let worker_id = self.worker_id.clone();
+        tokio::spawn(async move {
+            loop {
+                let beat = WorkerMessage::Heartbeat(tasker_protocol::WorkerHeartbeat {
+                    protocol_version: PROTOCOL_VERSION,
+                    worker_id: worker_id.clone(),
+                    in_flight: 1,
+                    free_capacity: 0,
+                    timestamp: chrono::Utc::now(),
+                });
+                if dealer.send(encode(&beat)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
     }
 
     /// The next message from the orchestrator (heartbeats included).
