@@ -34,8 +34,9 @@ pub(crate) async fn load_steps(
     let ids: Vec<i64> = step_ids.iter().copied().collect();
     let lock = if with_children {
         "SELECT step_id FROM tasker_workflow_steps
-         WHERE step_id = ANY($1)
-            OR step_id IN (SELECT to_step_id FROM tasker_step_edges WHERE from_step_id = ANY($1))
+         WHERE step_id IN (SELECT unnest($1::int8[])
+                           UNION
+                           SELECT to_step_id FROM tasker_step_edges WHERE from_step_id = ANY($1))
          ORDER BY step_id FOR NO KEY UPDATE"
     } else {
         "SELECT step_id FROM tasker_workflow_steps WHERE step_id = ANY($1)

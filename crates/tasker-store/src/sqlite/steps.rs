@@ -38,33 +38,55 @@ pub(crate) async fn steps_list(
     Ok(paginate(&mut items, limit, |s| s.step_id))
 }
 
+/// The conditions shared by both readiness queries (see the PostgreSQL backend's twin): the step
+/// may run, its parents are satisfied, it is not in flight, its task is unfinished (and claimed
+/// by `$3` when given).
+macro_rules! ready_conditions {
+    () => {
+        "s.state IN ('pending', 'error') AND s.in_flight_batch_id IS NULL
+           AND s.unmet_parents = 0
+           AND (s.state = 'pending'
+                OR (s.retryable = 1 AND s.attempts < s.retry_limit
+                    AND (s.backoff_until IS NULL OR s.backoff_until <= $1)))
+           AND (SELECT t.state IN ('pending', 'in_progress')
+                       AND ($3 IS NULL OR (t.claimed_by = $3 AND t.claim_expires_at > $1))
+                FROM tasker_tasks t WHERE t.task_id = s.task_id)"
+    };
+}
+
 /// Steps that can be dispatched now (see [`crate::Store::steps_ready`]).
 pub(crate) async fn steps_ready(
     conn: &mut SqliteConnection,
     params: &StepsReady,
 ) -> FailResult<Vec<ReadyStep>> {
     let limit = page_size(params.limit, 1000, 10_000);
-    let rows = sqlx::query(
-        "SELECT s.step_id, s.task_id, s.name, s.handler_class, s.state, s.attempts
-         FROM tasker_workflow_steps s
-         JOIN tasker_tasks t ON t.task_id = s.task_id
-         WHERE s.state IN ('pending', 'error') AND s.in_flight_batch_id IS NULL
-           AND s.unmet_parents = 0
-           AND (s.state = 'pending'
-                OR (s.retryable = 1 AND s.attempts < s.retry_limit
-                    AND (s.backoff_until IS NULL OR s.backoff_until <= $1)))
-           AND t.state IN ('pending', 'in_progress')
-           AND ($2 IS NULL OR s.task_id IN (SELECT value FROM json_each($2)))
-           AND ($3 IS NULL OR (t.claimed_by = $3 AND t.claim_expires_at > $1))
-         ORDER BY s.step_id
-         LIMIT $4",
-    )
-    .bind(to_ms(params.now))
-    .bind(params.task_ids.as_ref().map(Json))
-    .bind(&params.claimed_by)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+    // Without a task filter the scan must follow the candidate index (ordered by step id, so it
+    // stops at the limit); newer SQLite planners otherwise pick the state index and sort.
+    let query = match &params.task_ids {
+        Some(task_ids) => sqlx::query(concat!(
+            "SELECT s.step_id, s.task_id, s.name, s.handler_class, s.state, s.attempts
+             FROM tasker_workflow_steps s
+             WHERE s.task_id IN (SELECT value FROM json_each($2)) AND ",
+            ready_conditions!(),
+            " ORDER BY s.step_id LIMIT $4"
+        ))
+        .bind(to_ms(params.now))
+        .bind(Json(task_ids)),
+        None => sqlx::query(concat!(
+            "SELECT s.step_id, s.task_id, s.name, s.handler_class, s.state, s.attempts
+             FROM tasker_workflow_steps s INDEXED BY tasker_steps_candidates
+             WHERE $2 IS NULL AND ",
+            ready_conditions!(),
+            " ORDER BY s.step_id LIMIT $4"
+        ))
+        .bind(to_ms(params.now))
+        .bind(None::<i64>),
+    };
+    let rows = query
+        .bind(&params.claimed_by)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         out.push(ReadyStep {
