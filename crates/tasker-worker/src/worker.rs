@@ -448,10 +448,10 @@ impl Session {
         events: &mut DealerEvents,
         shutdown: S,
     ) -> Result<(), WorkerError> {
-        let shutdown = std::pin::pin!(shutdown);
-        let mut shutdown = shutdown;
-        let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
-        let mut timer = timer;
+        let mut shutdown = std::pin::pin!(shutdown);
+        // One timer for every deadline (welcome, retry, shutdown grace, acknowledgement wait),
+        // re-armed for the nearest one each turn.
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         self.send_hello();
         loop {
             let deadline = self.next_deadline();
