@@ -9,9 +9,10 @@
 //! unacknowledged results.
 //!
 //! Routing ids: by default the ROUTER gives every new connection a fresh id, so after a reconnect
-//! the orchestrator sees a new [`PeerId`](crate::PeerId). A worker that wants to keep its id across
-//! reconnects sets [`DealerOptions::routing_id`]; the orchestrator's ROUTER hands the id over to the
-//! newest connection. [`DealerHandle::reconnect`] opens a new connection on demand, with a fresh or
+//! the orchestrator sees a new [`PeerId`](crate::PeerId). Tasker workers must leave
+//! [`DealerOptions::routing_id`] unset (protocol spec §2.1: the worker's identity is its
+//! `worker_id` in `hello`, never its routing id, because two workers sharing a routing id would
+//! silently take each other's connection); the option exists for tests of the transport itself. [`DealerHandle::reconnect`] opens a new connection on demand, with a fresh or
 //! a chosen id.
 
 use std::fmt;
@@ -118,13 +119,34 @@ struct Connection {
     monitor: zmq::Socket,
 }
 
+/// Numbers the inproc endpoints of connection monitors, which must be unique per process.
+static MONITORS: AtomicU64 = AtomicU64::new(0);
+
+fn fresh_monitor_endpoint() -> String {
+    format!(
+        "inproc://tasker-transport-dealer-monitor-{}",
+        MONITORS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Drop for Connection {
+    /// Detaches the monitor before the sockets close. libzmq's I/O thread delivers connection
+    /// events to the monitor with a blocking send; if our reading end is already closed when a
+    /// peer disconnects, that send never returns and every socket of the process freezes. A
+    /// replacement monitor that watches no events is never sent anything.
+    fn drop(&mut self) {
+        if let Err(error) = self.socket.monitor(&fresh_monitor_endpoint(), 0) {
+            tracing::debug!(%error, "could not detach the connection monitor");
+        }
+    }
+}
+
 /// Creates, configures and connects a DEALER socket.
 fn open(
     endpoint: &str,
     options: &DealerOptions,
     routing_id: Option<&[u8]>,
 ) -> Result<Connection, TransportError> {
-    static MONITORS: AtomicU64 = AtomicU64::new(0);
     let option = TransportError::socket("set socket option");
     let socket = context()
         .socket(zmq::DEALER)
@@ -145,10 +167,7 @@ fn open(
         }
         socket.set_identity(id).map_err(option)?;
     }
-    let monitor_endpoint = format!(
-        "inproc://tasker-transport-dealer-monitor-{}",
-        MONITORS.fetch_add(1, Ordering::Relaxed)
-    );
+    let monitor_endpoint = fresh_monitor_endpoint();
     let watched = i32::from(zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw())
         | i32::from(zmq::SocketEvent::DISCONNECTED.to_raw());
     socket
