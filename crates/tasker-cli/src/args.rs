@@ -29,6 +29,21 @@ pub(crate) enum Command {
     /// Run a worker with the built-in handlers (`tasker.test` and the order-fulfillment
     /// example) until SIGINT or SIGTERM, then shut down gracefully.
     Worker(crate::worker_command::WorkerArgs),
+    /// Run the orchestrator: the engine, the worker endpoint and the HTTP API, until SIGINT or
+    /// SIGTERM. Needs no configuration: SQLite in ./tasker-data, workers on
+    /// tcp://127.0.0.1:5555, HTTP on 127.0.0.1:8080, templates from examples/templates (or
+    /// ./templates). Every setting comes from its flag, else its TASKER_* variable, else the
+    /// --config file, else the default.
+    Serve(crate::serve_config::ServeArgs),
+    /// Create and inspect tasks through a running `tasker serve`.
+    Task {
+        #[command(subcommand)]
+        command: crate::task_command::TaskCommand,
+    },
+    /// Run a complete system in one process group (orchestrator, worker processes, a batch of
+    /// example tasks), show progress and a summary, and shut down. Exits 0 only when every task
+    /// completed.
+    Demo(crate::demo_command::DemoArgs),
 }
 
 /// `tasker template …`

@@ -1,6 +1,13 @@
 //! The `tasker` binary: parses arguments, sets up logging, and runs the chosen command.
 
+mod api_client;
 mod args;
+mod demo_command;
+mod orchestrator;
+mod serve_command;
+mod serve_config;
+mod shutdown_signal;
+mod task_command;
 mod template_validate;
 mod worker_command;
 
@@ -29,6 +36,9 @@ fn main() -> ExitCode {
             &mut io::stderr().lock(),
         ),
         Command::Worker(worker) => worker_command::run(&worker),
+        Command::Serve(serve) => serve_command::run(&serve),
+        Command::Task { command } => task_command::run(&command),
+        Command::Demo(demo) => demo_command::run(&demo),
     };
     match outcome {
         Ok(code) => code,
