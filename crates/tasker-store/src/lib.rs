@@ -4,7 +4,8 @@
 //! - [`params`]: one parameter struct per operation.
 //! - [`records`]: what the operations return.
 //! - [`error`]: [`StoreError`], neutral error kinds for both backends.
-//! - [`connect`]: parsing a database URL and opening the backend it names ([`connect()`]).
+//! - [`connect`](mod@connect): parsing a database URL and opening the backend it names
+//!   ([`connect()`](fn@connect)).
 //! - `sqlite` / `postgres`: the backends, with the same file names in each.
 //! - `plan`: the backend-neutral compare-and-set evaluation both backends use.
 //!
