@@ -106,6 +106,8 @@ pub(crate) struct EngineCore {
     pub(crate) batches: HashMap<Uuid, BatchRuntime>,
     remembered: HashSet<Uuid>,
     remembered_order: VecDeque<Uuid>,
+    /// Batches adopted while loading tasks, to remember once the loop over steps ends.
+    remembered_new: Vec<Uuid>,
     pending_batches: HashMap<Uuid, PendingBatch>,
     pub(crate) sessions: HashMap<String, WorkerSession>,
     pub(crate) peers: HashMap<PeerId, String>,
@@ -122,7 +124,7 @@ pub(crate) struct EngineCore {
     waiters: HashMap<i64, Vec<Waiter>>,
     claim_in_flight: bool,
     claim_again: bool,
-    recovered: bool,
+    pub(crate) recovered: bool,
     to_release: Vec<i64>,
     next_poll: DateTime<Utc>,
     next_renew: DateTime<Utc>,
@@ -152,6 +154,7 @@ impl EngineCore {
             batches: HashMap::new(),
             remembered: HashSet::new(),
             remembered_order: VecDeque::new(),
+            remembered_new: Vec::new(),
             pending_batches: HashMap::new(),
             sessions: HashMap::new(),
             peers: HashMap::new(),
@@ -265,32 +268,61 @@ impl EngineCore {
             } else {
                 tracing::debug!(task_id, "task taken on");
             }
-            let liveness = self
+            // A worker notices a lost orchestrator within its liveness window, reconnects and
+            // says hello; give it that window twice before its steps count as orphaned.
+            let orphan_window = self
                 .options
-                .liveness_window(self.options.heartbeat_interval);
+                .liveness_window(self.options.heartbeat_interval)
+                .saturating_mul(2);
             for (index, step) in fresh.steps.iter_mut().enumerate() {
                 self.step_index.insert(step.step_id, (task_id, index));
-                if let Some(batch_id) = step.in_flight {
-                    if step.worker.is_none() {
-                        step.worker = self
-                            .batches
-                            .get(&batch_id)
-                            .and_then(|b| b.worker_id.clone());
-                    }
-                    if let Some(deadline) = step.deadline {
-                        self.deadlines
-                            .push(Reverse((deadline, step.step_id, batch_id)));
-                    }
-                    if step.worker.is_none() {
-                        // In flight since before a restart: a worker that still runs it will say
-                        // so in its hello; if none does within the liveness window, it is lost.
-                        self.orphan_checks.push(Reverse((
-                            now + delta(liveness),
-                            step.step_id,
+                let Some(batch_id) = step.in_flight else {
+                    continue;
+                };
+                if step.worker.is_none() {
+                    step.worker = self
+                        .batches
+                        .get(&batch_id)
+                        .and_then(|b| b.worker_id.clone());
+                }
+                if step.worker.is_none() {
+                    // A worker that said hello before this task was loaded may have listed it.
+                    step.worker = self
+                        .sessions
+                        .values()
+                        .find(|s| s.outstanding.contains(&(batch_id, step.step_id)))
+                        .map(|s| s.worker_id.clone());
+                    if let Some(worker_id) = &step.worker {
+                        adopt_into_batch(
+                            &mut self.batches,
                             batch_id,
-                        )));
+                            worker_id,
+                            BatchStep {
+                                step_id: step.step_id,
+                                task_id,
+                                attempt: step.attempts,
+                            },
+                        );
+                        self.remembered_new.push(batch_id);
+                        tracing::info!(worker_id, %batch_id, step_id = step.step_id, "step in flight adopted from its worker's hello");
                     }
                 }
+                if let Some(deadline) = step.deadline {
+                    self.deadlines
+                        .push(Reverse((deadline, step.step_id, batch_id)));
+                }
+                if step.worker.is_none() {
+                    // In flight since before a restart: a worker that still runs it will say
+                    // so in its hello; if none does within the window, it is lost.
+                    self.orphan_checks.push(Reverse((
+                        now + delta(orphan_window),
+                        step.step_id,
+                        batch_id,
+                    )));
+                }
+            }
+            for batch_id in std::mem::take(&mut self.remembered_new) {
+                self.remember_batch(batch_id);
             }
             self.tasks.insert(task_id, fresh);
             self.dirty.insert(task_id);
@@ -1126,6 +1158,29 @@ pub(crate) fn outcome_of_dag(dag: &TaskDag, now: DateTime<Utc>) -> TaskOutcome {
         state: dag.task.state,
         reason,
         failed_steps,
+    }
+}
+
+/// Adds a step to a batch learned from a worker (after a restart), creating the batch.
+pub(crate) fn adopt_into_batch(
+    batches: &mut HashMap<Uuid, BatchRuntime>,
+    batch_id: Uuid,
+    worker_id: &str,
+    step: BatchStep,
+) {
+    let batch = batches.entry(batch_id).or_insert_with(|| BatchRuntime {
+        worker_id: Some(worker_id.to_owned()),
+        steps: Vec::new(),
+        complete_list: false,
+        state: tasker_core::state::BatchState::Published,
+        reported: HashMap::new(),
+        open: HashSet::new(),
+        completion: None,
+        ended_without_result: None,
+    });
+    if !batch.steps.iter().any(|s| s.step_id == step.step_id) {
+        batch.steps.push(step);
+        batch.open.insert(step.step_id);
     }
 }
 

@@ -165,12 +165,13 @@ async fn run(
             () = tokio::time::sleep(wait) => {}
         }
         if let Some((_, until)) = &stopping {
+            // Only store completions arrive now; their follow-ups (acks, a batch recorded just
+            // before the stop) still go out, so the worker runs it and the next engine gets
+            // its result.
+            shell.execute(core.take_actions());
             if !core.has_writes_in_flight() || tokio::time::Instant::now() >= *until {
                 break;
             }
-            // Only store completions matter now; their follow-up actions (acks) still go out.
-            let actions = core.take_actions();
-            shell.execute(actions);
             continue;
         }
         let now = clock.now();
@@ -181,13 +182,6 @@ async fn run(
         core.start_commit(now);
         shell.execute(core.take_actions());
     }
-    // Acks and other frames decided while stopping.
-    shell.execute(
-        core.take_actions()
-            .into_iter()
-            .filter(|a| matches!(a, Action::Send { .. }))
-            .collect(),
-    );
     let held = core.task_ids();
     if !held.is_empty() {
         let release = shell

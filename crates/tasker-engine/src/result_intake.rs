@@ -200,6 +200,11 @@ impl EngineCore {
         if self.commit_in_flight || self.pending_items.is_empty() {
             return;
         }
+        if !self.recovered {
+            // Results may be for tasks still being loaded after a restart: classifying them now
+            // would reject them. They wait (unacknowledged) until recovery has loaded the tasks.
+            return;
+        }
         let take = self
             .pending_items
             .len()

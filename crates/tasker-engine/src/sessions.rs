@@ -16,9 +16,9 @@ use tasker_store::WorkerUpsert;
 use tasker_transport::{FrameError, FrameErrorKind, PeerId};
 use uuid::Uuid;
 
-use crate::core::{Action, EngineCore, delta, duration_ms};
+use crate::core::{Action, EngineCore, adopt_into_batch, delta, duration_ms};
 use crate::result_intake::{CommitItem, LossCause};
-use crate::runtime::{BatchRuntime, BatchStep, WorkerSession};
+use crate::runtime::{BatchStep, WorkerSession};
 use crate::stats::StatsCounters;
 
 impl EngineCore {
@@ -296,13 +296,16 @@ impl EngineCore {
             });
         }
 
-        // Listed steps the engine did not count on this worker: adopt those still in flight in
-        // that batch (e.g. after an orchestrator restart); tell the worker to drop the others.
+        // Listed steps the engine did not count on this worker (e.g. after an orchestrator
+        // restart): the worker holds a slot for each until it reports it, so they count against
+        // its credit. Adopt those the engine knows are in flight in that batch; tell the worker
+        // to drop those whose attempt is over; the rest (tasks not loaded yet) are adopted when
+        // their task loads.
         let mut supersede: HashMap<Uuid, Vec<i64>> = HashMap::new();
         let mut listed_sorted: Vec<(Uuid, i64)> = listed.into_iter().collect();
         listed_sorted.sort_unstable();
         for (batch_id, step_id) in listed_sorted {
-            if session.outstanding.contains(&(batch_id, step_id)) {
+            if !session.outstanding.insert((batch_id, step_id)) {
                 continue;
             }
             let Some((task_id, index)) = self.step_index.get(&step_id).copied() else {
@@ -319,29 +322,12 @@ impl EngineCore {
             let step = &mut task.steps[index];
             if step.in_flight == Some(batch_id) {
                 step.worker = Some(hello.worker_id.clone());
-                session.outstanding.insert((batch_id, step_id));
-                let attempt = step.attempts;
-                let batch = self
-                    .batches
-                    .entry(batch_id)
-                    .or_insert_with(|| BatchRuntime {
-                        worker_id: Some(hello.worker_id.clone()),
-                        steps: Vec::new(),
-                        complete_list: false,
-                        state: tasker_core::state::BatchState::Published,
-                        reported: HashMap::new(),
-                        open: HashSet::new(),
-                        completion: None,
-                        ended_without_result: None,
-                    });
-                if !batch.steps.iter().any(|s| s.step_id == step_id) {
-                    batch.steps.push(BatchStep {
-                        step_id,
-                        task_id,
-                        attempt,
-                    });
-                    batch.open.insert(step_id);
-                }
+                let member = BatchStep {
+                    step_id,
+                    task_id,
+                    attempt: step.attempts,
+                };
+                adopt_into_batch(&mut self.batches, batch_id, &hello.worker_id, member);
                 self.remember_batch(batch_id);
                 tracing::info!(worker_id = hello.worker_id, %batch_id, step_id, "step in flight adopted from the worker's hello");
             } else {

@@ -75,26 +75,39 @@ async fn two_workers_share_the_load(db: &TestDb) {
 }
 
 /// Stop the engine while steps are running, start a new one on the same database and endpoint:
-/// the worker reconnects, re-registers with its steps in flight, and every task completes.
+/// the worker reconnects, re-registers listing the steps it still runs, the new engine adopts
+/// them (no re-execution) and every task completes.
 async fn a_restarted_engine_finishes_every_task(db: &TestDb) {
     let endpoint = db.ipc_endpoint("engine.sock");
+    let log = db.dir.path().join("executions.log");
     let first = start_engine(test_options(&endpoint), db.store().await).await;
-    let worker = TestWorker::start(first.endpoint(), 4, registry(None));
+    let worker = TestWorker::start(first.endpoint(), 4, registry(Some(&log)));
     let slow = json!({ "test_behaviour": {
         "ingest": { "sleep_ms": 30 }, "clean": { "sleep_ms": 30 }, "enrich": { "sleep_ms": 30 },
         "score": { "sleep_ms": 30 }, "audit": { "sleep_ms": 30 }, "index": { "sleep_ms": 30 },
         "report": { "sleep_ms": 30 }, "publish": { "sleep_ms": 30 }
     }});
-    let mut tasks = Vec::new();
+    let long = create_task(
+        &first,
+        "examples",
+        "linear",
+        json!({ "test_behaviour": { "step_1": { "sleep_ms": 1500 } } }),
+    )
+    .await;
+    let mut tasks = vec![long];
     for _ in 0..12 {
         tasks.push(create_task(&first, "examples", "mixed_dag", slow.clone()).await);
     }
-    // Mid-run: the first task has finished, most others have not.
-    let outcome = guarded("the first task", first.handle(tasks[0])).await.unwrap();
-    assert_eq!(outcome.state, TaskState::Complete);
+    // Stop once the long step is running on the worker (its execution is logged at its start).
+    guarded("the long step to start", async {
+        while !read_execution_log(&log).contains_key(&(long, "step_1".to_owned())) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     first.shutdown().await;
+    let store = db.store().await;
     let unfinished = {
-        let store = db.store().await;
         let mut n = 0;
         for &task_id in &tasks {
             if !store.task_get(task_id).await.unwrap().state.is_terminal() {
@@ -104,6 +117,12 @@ async fn a_restarted_engine_finishes_every_task(db: &TestDb) {
         n
     };
     assert!(unfinished > 0, "the engine stopped mid-run");
+    let long_step = store.task_load_dag(long).await.unwrap().steps[0].clone();
+    assert_eq!(
+        long_step.state,
+        StepState::InProgress,
+        "in flight at the stop"
+    );
 
     let second = start_engine(test_options(&endpoint), db.store().await).await;
     for &task_id in &tasks {
@@ -115,6 +134,21 @@ async fn a_restarted_engine_finishes_every_task(db: &TestDb) {
         let status = second.task_status(task_id).await.unwrap();
         assert!(status.steps.iter().all(|s| s.state == StepState::Complete));
     }
+    let status = second.task_status(long).await.unwrap();
+    assert_eq!(
+        status.steps[0].attempts, 1,
+        "the step running across the restart was adopted, not run again"
+    );
+    assert_eq!(
+        read_execution_log(&log)[&(long, "step_1".to_owned())].len(),
+        1
+    );
+    let stats = second.stats();
+    assert_eq!(
+        stats.steps_lost + stats.steps_timed_out,
+        0,
+        "steps in flight at the restart were adopted from the worker's hello, not lost"
+    );
     worker.stop().await;
     second.shutdown().await;
 }

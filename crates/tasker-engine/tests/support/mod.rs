@@ -62,7 +62,10 @@ impl TestDb {
                 dir,
             }),
             Db::Postgres => {
-                let Ok(admin_url) = std::env::var("TASKER_TEST_POSTGRES_URL") else {
+                let Some(admin_url) = std::env::var("TASKER_TEST_POSTGRES_URL")
+                    .ok()
+                    .filter(|url| !url.is_empty())
+                else {
                     if std::env::var("TASKER_REQUIRE_POSTGRES").as_deref() == Ok("1") {
                         panic!("TASKER_REQUIRE_POSTGRES=1 but TASKER_TEST_POSTGRES_URL is not set");
                     }
@@ -150,6 +153,16 @@ pub fn test_options(endpoint: &str) -> EngineOptions {
     options
 }
 
+/// Logs to the test's output when `RUST_LOG` is set.
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Starts an engine on `store`.
 pub async fn start_engine(options: EngineOptions, store: Arc<dyn Store>) -> EngineHandle {
     start_engine_with(options, store, example_templates()).await
@@ -160,6 +173,7 @@ pub async fn start_engine_with(
     store: Arc<dyn Store>,
     templates: TemplateRegistry,
 ) -> EngineHandle {
+    init_logging();
     Engine::start(options, store, templates)
         .await
         .expect("engine starts")
