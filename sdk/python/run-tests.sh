@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the Python worker SDK's tests: protocol vectors, worker behaviour against a scripted
-# orchestrator, the HTTP client, and (once `tasker serve` exists) end to end.
+# orchestrator, the HTTP client, and end to end against a real `tasker serve` ($TASKER_BIN, else
+# target/debug/tasker; skipped loudly without one, a failure under TASKER_REQUIRE_SDKS=1).
 #
 #   sdk/python/run-tests.sh                  # from anywhere; extra arguments go to pytest
 #   TASKER_REQUIRE_SDKS=1 sdk/python/run-tests.sh   # CI: a missing python3 is a failure

@@ -69,3 +69,22 @@ def protocol_dir() -> Path:
 
 def pytest_report_header(config: Any) -> str:
     return f"tasker protocol: {PROTOCOL_DIR} (exists: {os.path.isdir(PROTOCOL_DIR)})"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """A banner when the end-to-end tests were skipped (no ``tasker`` binary), so a green run
+    without them cannot be mistaken for a full one."""
+    reasons = set()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+        if "end-to-end:" in reason:
+            reasons.add(reason.split("end-to-end:", 1)[1].strip())
+    if reasons:
+        banner = "#" * 78
+        terminalreporter.write_line(banner, yellow=True, bold=True)
+        for reason in sorted(reasons):
+            terminalreporter.write_line(
+                f"END-TO-END TESTS SKIPPED: {reason}", yellow=True, bold=True
+            )
+        terminalreporter.write_line(banner, yellow=True, bold=True)

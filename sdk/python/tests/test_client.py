@@ -144,6 +144,23 @@ def test_refusals_raise_tasker_api_error_with_the_servers_message(
     assert refused.value.status == status
     assert refused.value.message == message
     assert message in str(refused.value)
+    assert refused.value.code == ("invalid_context" if status == 422 else None)
+
+
+def test_the_apis_error_details_are_kept_and_shown(api: StubApi) -> None:
+    details = [
+        {"pointer": "/context/customer/email", "message": "is required but missing"},
+        {"pointer": "/context/items", "message": "[] has fewer than 1 item"},
+    ]
+    body = {"error": {"code": "invalid_context", "message": "2 violations", "details": details}}
+    api.routes[("POST", "/v1/tasks")] = (422, body)
+    with pytest.raises(TaskerApiError) as refused:
+        TaskerClient(api.url).initialize_task("order_fulfillment", "order_fulfillment", {})
+    assert refused.value.details == details
+    assert str(refused.value) == (
+        "HTTP 422: 2 violations (/context/customer/email: is required but missing; "
+        "/context/items: [] has fewer than 1 item)"
+    )
 
 
 def test_an_answer_without_task_id_is_an_error(api: StubApi) -> None:

@@ -8,12 +8,12 @@
         {"order_id": 42, "customer": {"email": "ada@example.com"}, "items": [...]},
         idempotency_key="order-42",
     )
-    print(client.get_task(task_id)["status"])
+    print(client.get_task(task_id)["state"])   # pending, in_progress, complete, error, ...
 
 Endpoints used: ``POST /v1/tasks`` (answers ``201`` with ``{"task_id": ...}``; a request with
 an idempotency key already used answers with the existing task's id) and
 ``GET /v1/tasks/{id}``. Every answer that is not a 2xx raises :class:`TaskerApiError` carrying
-the HTTP status and the server's message.
+the HTTP status, the API's error code and message, and its per-field details.
 """
 
 from __future__ import annotations
@@ -28,15 +28,23 @@ DEFAULT_TIMEOUT = 10.0
 
 
 class TaskerApiError(Exception):
-    """The API refused a request (``status`` is the HTTP status, ``message`` the server's
-    explanation, ``body`` the parsed JSON body if any), or could not be reached
-    (``status`` is ``None``)."""
+    """The API refused a request (``status`` is the HTTP status, ``code`` the API's stable
+    error code such as ``unknown_template`` or ``invalid_context`` when the body has one,
+    ``message`` the server's explanation, ``body`` the parsed JSON body if any), or could not be
+    reached (``status`` and ``code`` are ``None``)."""
 
     def __init__(self, message: str, status: int | None = None, body: Any = None) -> None:
-        super().__init__(f"HTTP {status}: {message}" if status is not None else message)
         self.message = message
         self.status = status
         self.body = body
+        self.code = _error_code(body)
+        #: The API's ``details``: one ``{"pointer", "message"}`` per problem (a field of the
+        #: request, a place in the context that fails the template's schema).
+        self.details = _error_details(body)
+        text = f"HTTP {status}: {message}" if status is not None else message
+        if self.details:
+            text += " (" + "; ".join(_describe_detail(detail) for detail in self.details) + ")"
+        super().__init__(text)
 
 
 class TaskerClient:
@@ -92,8 +100,12 @@ class TaskerClient:
         return body["task_id"]
 
     def get_task(self, task_id: Any) -> dict[str, Any]:
-        """The task ``task_id`` as the API describes it (status, steps, …). Raises
-        :class:`TaskerApiError` (status 404) for an unknown task."""
+        """The task ``task_id`` as the API describes it: ``state`` (``pending``,
+        ``in_progress``, ``complete``, ``error``, ``cancelled``, ``resolved_manually``),
+        ``context``, ``step_counts`` and ``steps`` (each with ``name``, ``state``,
+        ``attempts``, ``depends_on``, ``results`` — the step's output — and ``last_error``).
+        Raises :class:`TaskerApiError` (status 404, code ``task_not_found``) for an unknown
+        task."""
         path = f"/v1/tasks/{urllib.parse.quote(str(task_id), safe='')}"
         body = self._request("GET", path, None)
         if not isinstance(body, dict):
@@ -129,6 +141,29 @@ def _parse_body(raw: bytes, strict: bool = True) -> Any:
         if strict:
             raise TaskerApiError(f"the answer is not JSON: {raw[:200]!r}") from None
         return None
+
+
+def _error_code(body: Any) -> str | None:
+    """``code`` of the API's error body ``{"error": {"code": ..., "message": ...}}``."""
+    nested = body.get("error") if isinstance(body, dict) else None
+    code = nested.get("code") if isinstance(nested, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _error_details(body: Any) -> list[dict[str, Any]]:
+    nested = body.get("error") if isinstance(body, dict) else None
+    details = nested.get("details") if isinstance(nested, dict) else None
+    if not isinstance(details, list):
+        return []
+    return [detail for detail in details if isinstance(detail, dict)]
+
+
+def _describe_detail(detail: dict[str, Any]) -> str:
+    pointer = detail.get("pointer")
+    message = detail.get("message")
+    if isinstance(pointer, str) and pointer:
+        return f"{pointer}: {message}"
+    return str(message)
 
 
 def _error_message(body: Any, raw: bytes, error: urllib.error.HTTPError) -> str:
