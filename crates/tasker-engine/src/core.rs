@@ -26,7 +26,8 @@ use tasker_protocol::{
     PROTOCOL_VERSION, StepBatch, StepMetadata, StepRequest,
 };
 use tasker_store::{
-    BatchRecord, BatchRecorded, StoreError, TaskDag, TransitionsApply, WorkerUpsert,
+    BatchRecord, BatchRecorded, DeadLetterInsert, StoreError, TaskDag, TransitionsApply,
+    WorkerUpsert,
 };
 use tasker_transport::{PeerId, TransportError};
 use tokio::sync::oneshot;
@@ -80,6 +81,8 @@ pub(crate) enum Action {
     /// Read a task the engine does not hold, for someone waiting on it; report as
     /// `on_task_checked`.
     CheckTask(i64),
+    /// Record a dead letter: a step that failed for good and took its task down.
+    DeadLetter(DeadLetterInsert),
 }
 
 /// A batch whose `batch_record` is in flight.

@@ -334,6 +334,15 @@ impl Shell {
                     }
                 });
             }
+            Action::DeadLetter(params) => {
+                let store = Arc::clone(&self.store);
+                tokio::spawn(async move {
+                    let task_id = params.task_id;
+                    if let Err(error) = store.dead_letter_insert(params).await {
+                        tracing::error!(task_id, %error, "recording a dead letter failed");
+                    }
+                });
+            }
             Action::CheckTask(task_id) => {
                 let store = Arc::clone(&self.store);
                 let internal = self.internal.clone();

@@ -82,6 +82,8 @@
 //! the store instead of applied; the engine then reloads the task.
 pub mod clock;
 mod core;
+#[cfg(test)]
+mod core_tests;
 mod dispatcher;
 mod driver;
 pub mod engine;

@@ -200,6 +200,10 @@ impl EngineCore {
         if self.commit_in_flight || self.pending_items.is_empty() {
             return;
         }
+        if self.paused_until.is_some_and(|until| until > now) {
+            // The store just failed: give it a moment instead of hammering it.
+            return;
+        }
         if !self.recovered {
             // Results may be for tasks still being loaded after a restart: classifying them now
             // would reject them. They wait (unacknowledged) until recovery has loaded the tasks.
@@ -685,7 +689,7 @@ impl EngineCore {
         let mut resync = Vec::new();
         for set in book.task_sets {
             if applied_sets.contains(&set.set) {
-                self.apply_task_set(set);
+                self.apply_task_set(set, now);
             } else {
                 let refusals = applied
                     .refused
@@ -781,7 +785,7 @@ impl EngineCore {
     }
 
     /// Applies a committed change set to memory.
-    fn apply_task_set(&mut self, set: TaskSet) {
+    fn apply_task_set(&mut self, set: TaskSet, now: DateTime<Utc>) {
         let task_id = set.task_id;
         let mut ended: Vec<(Uuid, i64, Option<StepStatus>, Option<BatchEndCause>)> = Vec::new();
         let mut lost = 0;
@@ -837,8 +841,49 @@ impl EngineCore {
         }
         self.dirty.insert(task_id);
         if let Some(finalization) = set.finalization {
+            let mut letters = Vec::new();
             if let Some(task) = self.tasks.get_mut(&task_id) {
                 task.state = finalization.to;
+                if finalization.to == TaskState::Error {
+                    // Every step that failed for good goes to the dead letter queue, with what
+                    // an operator needs to decide: retry it, resolve it by hand, or cancel.
+                    for failed in &finalization.failed_steps {
+                        let reason = format!(
+                            "step `{}` of task {task_id} ({}/{}) failed permanently ({}) after {} attempt(s){}",
+                            failed.name,
+                            task.namespace,
+                            task.name,
+                            failed.reason,
+                            failed.attempts,
+                            failed
+                                .last_error
+                                .as_ref()
+                                .and_then(|e| e.get("message"))
+                                .and_then(Value::as_str)
+                                .map(|m| format!(": {m}"))
+                                .unwrap_or_default()
+                        );
+                        let insert = tasker_store::DeadLetterInsert {
+                            task_id,
+                            step_id: Some(failed.step_id),
+                            reason,
+                            snapshot: json!({
+                                "namespace": task.namespace,
+                                "name": task.name,
+                                "step": failed.name,
+                                "failure": failed.reason,
+                                "attempts": failed.attempts,
+                                "last_error": failed.last_error,
+                                "task_reason": finalization.reason,
+                            }),
+                            now,
+                        };
+                        letters.push(Action::DeadLetter(insert));
+                    }
+                }
+            }
+            for letter in letters {
+                self.push(letter);
             }
             if matches!(
                 finalization.to,

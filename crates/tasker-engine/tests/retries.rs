@@ -163,6 +163,28 @@ async fn permanent_failure_fails_the_task(db: &TestDb) {
         "a permanent failure is not retried"
     );
     assert_eq!(by_name("d").state, StepState::Pending, "d is blocked by b");
+    // The failed step is in the dead letter queue, with its reason.
+    let letters = guarded("the dead letter", async {
+        loop {
+            let page = engine
+                .store()
+                .dead_letters_list(tasker_store::DeadLettersList {
+                    task_id: Some(task_id),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if !page.items.is_empty() {
+                return page.items;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].step_id, Some(by_name("b").step_id));
+    assert!(letters[0].reason.contains("`b`"), "{}", letters[0].reason);
+    assert_eq!(letters[0].snapshot["failure"], json!("non_retryable"));
     // Waiting again on a finished task answers from the store.
     let again = engine.handle(task_id).await.unwrap();
     assert_eq!(again.state, TaskState::Error);

@@ -1,0 +1,513 @@
+//! The engine core driven by hand: events in, actions out, with explicit times. No sockets, no
+//! database — the store's answers are written by the test.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+use tasker_core::backoff::BackoffPolicy;
+use tasker_core::state::{StepState, TaskState};
+use tasker_protocol::{
+    AckOutcome, CancelReason, Hello, Limits, OrchestratorMessage, PROTOCOL_VERSION, PartialResult,
+    SdkInfo, StepStatus, WorkerMessage, decode_orchestrator_message, encode,
+};
+use tasker_store::{
+    BatchRecorded, DispatchedStep, LedgerOutcome, StepRecord, TaskDag, TaskRecord,
+    TransitionsApplied, TransitionsApply,
+};
+use tasker_transport::PeerId;
+use uuid::Uuid;
+
+use crate::core::{Action, EngineCore};
+use crate::options::EngineOptions;
+use crate::result_intake::CommitBook;
+use crate::stats::StatsCounters;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+}
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        orchestrator_id: "orchestrator-unit".into(),
+        heartbeat_interval: Duration::from_millis(1000),
+        liveness: 5,
+        default_backoff: BackoffPolicy {
+            base_delay_ms: 1000,
+            max_delay_ms: 60_000,
+            multiplier: 2.0,
+            jitter: 0.0,
+        },
+        ..EngineOptions::default()
+    }
+}
+
+fn step(step_id: i64, task_id: i64, name: &str, position: i32) -> StepRecord {
+    StepRecord {
+        step_id,
+        task_id,
+        name: name.into(),
+        position,
+        handler_class: "tasker.test".into(),
+        handler_config: json!({}),
+        retryable: true,
+        retry_limit: 3,
+        timeout_ms: Some(30_000),
+        backoff: None,
+        state: StepState::Pending,
+        attempts: 0,
+        last_attempted_at: None,
+        backoff_until: None,
+        results: None,
+        last_error: None,
+        in_flight_batch: None,
+        in_flight_deadline_at: None,
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+/// Task 1: a → {b, c} → d, step ids 11..=14.
+fn diamond() -> TaskDag {
+    TaskDag {
+        task: TaskRecord {
+            task_id: 1,
+            namespace: "examples".into(),
+            name: "diamond".into(),
+            version: "1.0.0".into(),
+            state: TaskState::Pending,
+            context: json!({ "order": 7 }),
+            initiator: None,
+            source_system: None,
+            reason: None,
+            tags: Vec::new(),
+            idempotency_key: None,
+            claimed_by: Some("orchestrator-unit".into()),
+            claim_expires_at: None,
+            created_at: t0(),
+            updated_at: t0(),
+            completed_at: None,
+        },
+        steps: vec![
+            step(11, 1, "a", 0),
+            step(12, 1, "b", 1),
+            step(13, 1, "c", 2),
+            step(14, 1, "d", 3),
+        ],
+        edges: vec![(11, 12), (11, 13), (12, 14), (13, 14)],
+    }
+}
+
+fn peer() -> PeerId {
+    PeerId::from_bytes(b"peer-1")
+}
+
+fn hello(capacity: u32) -> Vec<u8> {
+    encode(&WorkerMessage::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: "w1".into(),
+        name: "unit worker".into(),
+        sdk: SdkInfo {
+            name: "unit".into(),
+            version: "0".into(),
+            language: "rust".into(),
+        },
+        handler_classes: vec!["tasker.test".into()],
+        capacity,
+        heartbeat_interval_ms: None,
+        in_flight: Vec::new(),
+    }))
+}
+
+fn completed(batch_id: Uuid, step_id: i64, attempt: u32, output: Value) -> Vec<u8> {
+    encode(&WorkerMessage::PartialResult(PartialResult {
+        protocol_version: PROTOCOL_VERSION,
+        batch_id,
+        step_id,
+        attempt,
+        status: StepStatus::Completed,
+        output,
+        error: None,
+        worker_id: "w1".into(),
+        sequence: 1,
+        timestamp: t0(),
+        execution_time_ms: 3,
+    }))
+}
+
+/// A core with the diamond loaded, recovery done, and worker `w1` registered at `t0`.
+fn ready_core(capacity: u32) -> EngineCore {
+    let mut core = EngineCore::new(options(), Arc::new(StatsCounters::default()), t0());
+    assert!(matches!(
+        core.take_actions().as_slice(),
+        [Action::ClaimTasks { recover: true }]
+    ));
+    core.on_tasks_loaded(vec![diamond()], t0());
+    core.on_claim_done(Ok(false));
+    core.on_frame(peer(), hello(capacity), t0(), Instant::now());
+    let actions = core.take_actions();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Send { message: OrchestratorMessage::Welcome(w), .. } if w.worker_id == "w1"
+    )));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::UpsertWorker(u) if u.worker_id == "w1"))
+    );
+    core
+}
+
+/// Runs a dispatch pass; returns the one batch recorded: (id, step ids).
+fn dispatch_one(core: &mut EngineCore, now: DateTime<Utc>) -> (Uuid, Vec<i64>) {
+    core.dispatch(now);
+    let mut recorded: Vec<(Uuid, Vec<i64>)> = core
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::RecordBatch { batch_id, params } => {
+                assert_eq!(params.worker_id.as_deref(), Some("w1"));
+                assert_eq!(params.claimant.as_deref(), Some("orchestrator-unit"));
+                Some((batch_id, params.steps.iter().map(|s| s.step_id).collect()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded.len(), 1, "one batch");
+    recorded.remove(0)
+}
+
+/// Tells the core the store recorded the batch with every step at `attempt`; returns the
+/// `step_batch` it sent.
+fn record(
+    core: &mut EngineCore,
+    batch_id: Uuid,
+    steps: &[i64],
+    attempt: i32,
+    now: DateTime<Utc>,
+) -> tasker_protocol::StepBatch {
+    let included = steps
+        .iter()
+        .enumerate()
+        .map(|(i, &step_id)| DispatchedStep {
+            step_id,
+            task_id: 1,
+            attempt,
+            sequence_order: i as i32,
+        })
+        .collect();
+    core.on_batch_recorded(
+        batch_id,
+        Ok(BatchRecorded {
+            recorded: true,
+            included,
+            refused: Vec::new(),
+        }),
+        now,
+    );
+    let frames: Vec<Vec<u8>> = core
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::SendBatch { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.len(), 1);
+    match decode_orchestrator_message(&frames[0], &Limits::default()).unwrap() {
+        OrchestratorMessage::StepBatch(batch) => batch,
+        other => panic!("expected a step batch, got {other:?}"),
+    }
+}
+
+/// Starts the pending group commit; returns its parameters and book.
+fn commit(core: &mut EngineCore, now: DateTime<Utc>) -> (TransitionsApply, CommitBook) {
+    core.start_commit(now);
+    let mut commits: Vec<(TransitionsApply, CommitBook)> = core
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Commit { params, book } => Some((params, *book)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(commits.len(), 1, "one group commit");
+    commits.remove(0)
+}
+
+/// Answers a commit as the store would when everything applies.
+fn applied(params: &TransitionsApply) -> TransitionsApplied {
+    TransitionsApplied {
+        ledger: params
+            .ledger
+            .iter()
+            .map(|_| LedgerOutcome::Recorded)
+            .collect(),
+        applied: (0..params.changes.len()).collect(),
+        refused: Vec::new(),
+    }
+}
+
+fn acks(actions: &[Action]) -> Vec<(Uuid, Option<i64>, AckOutcome)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                message: OrchestratorMessage::ResultAck(ack),
+                ..
+            } => Some(ack.acks.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|a| (a.batch_id, a.step_id, a.outcome))
+        .collect()
+}
+
+#[test]
+fn results_are_committed_in_groups_acked_after_commit_and_children_follow() {
+    let mut core = ready_core(10);
+    let (batch_a, steps) = dispatch_one(&mut core, t0());
+    assert_eq!(steps, vec![11], "only the root is ready");
+    let sent = record(&mut core, batch_a, &steps, 1, t0());
+    assert_eq!(sent.batch_id, batch_a);
+    let request = &sent.steps[0];
+    assert_eq!(request.metadata.attempt, 1);
+    assert_eq!(request.metadata.idempotency_key, "11:1");
+    assert_eq!(request.task_context.get("order"), Some(&json!(7)));
+    assert!(request.previous_results.is_empty());
+
+    // The result arrives; nothing is acknowledged before the commit.
+    let t1 = t0() + TimeDelta::milliseconds(5);
+    core.on_frame(
+        peer(),
+        completed(batch_a, 11, 1, json!({ "x": 1 })),
+        t1,
+        Instant::now(),
+    );
+    assert!(acks(&core.take_actions()).is_empty());
+    let (params, book) = commit(&mut core, t1);
+    assert_eq!(params.ledger.len(), 1);
+    assert_eq!(params.claimant.as_deref(), Some("orchestrator-unit"));
+    let step_change = &params.changes[0].steps[0];
+    assert_eq!(step_change.step_id, 11);
+    assert_eq!(step_change.expect_state, StepState::InProgress);
+    assert_eq!(step_change.expect_batch, Some(batch_a), "fenced by batch");
+    assert_eq!(step_change.to_state, StepState::Complete);
+    assert_eq!(step_change.results, Some(json!({ "x": 1 })));
+    assert!(
+        params.changes[0].tasks.is_empty(),
+        "the task is not finished"
+    );
+    assert!(
+        params.changes.iter().any(|c| c
+            .batches
+            .iter()
+            .any(|b| b.to_state == tasker_core::state::BatchState::Executing)),
+        "the batch moves to executing"
+    );
+
+    // While the commit is in flight, a re-sent copy waits for the next group.
+    core.on_frame(
+        peer(),
+        completed(batch_a, 11, 1, json!({ "x": 1 })),
+        t1,
+        Instant::now(),
+    );
+    core.start_commit(t1);
+    assert!(
+        !core
+            .take_actions()
+            .iter()
+            .any(|a| matches!(a, Action::Commit { .. })),
+        "one commit at a time"
+    );
+    let answer = applied(&params);
+    core.on_commit_done(book, Ok(answer), t1);
+    assert_eq!(
+        acks(&core.take_actions()),
+        vec![(batch_a, Some(11), AckOutcome::Applied)]
+    );
+
+    // The copy: the ledger says it is a duplicate; it is acknowledged as such, not applied.
+    let (params, book) = commit(&mut core, t1);
+    assert!(params.changes.iter().all(|c| c.steps.is_empty()));
+    core.on_commit_done(
+        book,
+        Ok(TransitionsApplied {
+            ledger: vec![LedgerOutcome::Duplicate],
+            applied: (0..params.changes.len()).collect(),
+            refused: Vec::new(),
+        }),
+        t1,
+    );
+    assert_eq!(
+        acks(&core.take_actions()),
+        vec![(batch_a, Some(11), AckOutcome::Duplicate)]
+    );
+
+    // Both children are ready at once, in one batch, with the parent's output.
+    let (batch_bc, steps) = dispatch_one(&mut core, t1);
+    assert_eq!(steps, vec![12, 13]);
+    let sent = record(&mut core, batch_bc, &steps, 1, t1);
+    for request in &sent.steps {
+        assert_eq!(request.previous_results.get("a"), Some(&json!({ "x": 1 })));
+    }
+    assert_eq!(core.stats.snapshot().handoff_latency.count, 2);
+}
+
+#[test]
+fn the_last_result_completes_the_task_in_the_same_commit() {
+    let mut core = ready_core(10);
+    let mut now = t0();
+    for expected in [vec![11], vec![12, 13], vec![14]] {
+        let (batch_id, steps) = dispatch_one(&mut core, now);
+        assert_eq!(steps, expected);
+        record(&mut core, batch_id, &steps, 1, now);
+        for &step_id in &steps {
+            core.on_frame(
+                peer(),
+                completed(batch_id, step_id, 1, json!(step_id)),
+                now,
+                Instant::now(),
+            );
+        }
+        now += TimeDelta::milliseconds(10);
+        let (params, book) = commit(&mut core, now);
+        let finishes = params.changes.iter().flat_map(|c| &c.tasks).count();
+        assert_eq!(
+            finishes,
+            usize::from(steps == vec![14]),
+            "only the last result finishes"
+        );
+        if steps == vec![14] {
+            let change = params.changes.iter().flat_map(|c| &c.tasks).next().unwrap();
+            assert_eq!(change.expect_state, TaskState::InProgress);
+            assert_eq!(change.to_state, TaskState::Complete);
+            let set = params.changes.iter().find(|c| !c.tasks.is_empty()).unwrap();
+            assert_eq!(set.steps.len(), 1, "in the same change set as the step");
+        }
+        let answer = applied(&params);
+        core.on_commit_done(book, Ok(answer), now);
+        core.take_actions();
+    }
+    assert!(core.tasks.is_empty(), "a finished task is let go");
+    assert_eq!(core.stats.snapshot().tasks_completed, 1);
+}
+
+#[test]
+fn a_silent_worker_is_declared_dead_exactly_at_its_liveness_deadline() {
+    let mut core = ready_core(10);
+    let (batch_id, steps) = dispatch_one(&mut core, t0());
+    record(&mut core, batch_id, &steps, 1, t0());
+    let window = TimeDelta::seconds(5); // 1 s heartbeats × liveness 5
+    core.on_tick(t0() + window - TimeDelta::milliseconds(1));
+    assert!(core.sessions.contains_key("w1"), "still alive");
+    assert!(core.pending_items.is_empty());
+    let dead_at = t0() + window;
+    core.on_tick(dead_at);
+    assert!(!core.sessions.contains_key("w1"), "declared dead");
+    core.take_actions();
+    let (params, _book) = commit(&mut core, dead_at);
+    let change = &params.changes[0].steps[0];
+    assert_eq!(change.step_id, 11);
+    assert_eq!(change.to_state, StepState::Error);
+    assert_eq!(change.expect_batch, Some(batch_id));
+    let error = change.error.as_ref().unwrap();
+    assert_eq!(error["error_class"], json!("tasker.worker_lost"));
+    assert_eq!(error["retryable"], json!(true));
+    assert_eq!(
+        change.backoff_until,
+        Some(dead_at + TimeDelta::seconds(1)),
+        "retried after the policy's first delay"
+    );
+    assert_eq!(core.stats.snapshot().workers_lost, 1);
+}
+
+#[test]
+fn a_deadline_fails_the_attempt_and_tells_the_worker() {
+    let mut core = ready_core(10);
+    let (batch_id, steps) = dispatch_one(&mut core, t0());
+    record(&mut core, batch_id, &steps, 1, t0());
+    // Keep the worker alive past the step's deadline (30 s timeout + 2 s grace).
+    let deadline = t0() + TimeDelta::seconds(32);
+    let mut now = t0();
+    while now < deadline - TimeDelta::seconds(1) {
+        now += TimeDelta::seconds(1);
+        let beat = encode(&WorkerMessage::Heartbeat(
+            tasker_protocol::WorkerHeartbeat {
+                protocol_version: PROTOCOL_VERSION,
+                worker_id: "w1".into(),
+                in_flight: 1,
+                free_capacity: 9,
+                timestamp: now,
+            },
+        ));
+        core.on_frame(peer(), beat, now, Instant::now());
+        core.on_tick(now);
+        core.take_actions();
+    }
+    assert!(core.pending_items.is_empty(), "not yet");
+    core.on_tick(deadline);
+    let actions = core.take_actions();
+    let cancel = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send {
+                message: OrchestratorMessage::CancelSteps(c),
+                ..
+            } => Some(c.clone()),
+            _ => None,
+        })
+        .expect("cancel_steps sent");
+    assert_eq!(cancel.batch_id, batch_id);
+    assert_eq!(cancel.step_ids, vec![11]);
+    assert_eq!(cancel.reason, CancelReason::Timeout);
+    let (params, _book) = commit(&mut core, deadline);
+    let error = params.changes[0].steps[0].error.as_ref().unwrap();
+    assert_eq!(error["error_class"], json!("tasker.timeout"));
+    // The timed-out step still holds its slot until the worker reports it (spec §8.2).
+    assert_eq!(core.sessions["w1"].outstanding.len(), 1);
+}
+
+#[test]
+fn results_wait_for_recovery_and_frames_without_a_session_are_refused() {
+    let mut core = EngineCore::new(options(), Arc::new(StatsCounters::default()), t0());
+    core.take_actions();
+    // A frame from a connection that never said hello.
+    core.on_frame(
+        peer(),
+        completed(Uuid::now_v7(), 11, 1, json!(null)),
+        t0(),
+        Instant::now(),
+    );
+    let actions = core.take_actions();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Send { message: OrchestratorMessage::Error(e), .. } if e.code == "not_registered"
+    )));
+    // Registered, but the claimed tasks are not loaded yet: the result is held, not rejected.
+    core.on_frame(peer(), hello(4), t0(), Instant::now());
+    core.take_actions();
+    core.on_frame(
+        peer(),
+        completed(Uuid::now_v7(), 11, 1, json!(null)),
+        t0(),
+        Instant::now(),
+    );
+    core.start_commit(t0());
+    assert!(
+        core.take_actions().is_empty(),
+        "nothing is committed before recovery"
+    );
+    core.on_tasks_loaded(vec![diamond()], t0());
+    core.on_claim_done(Ok(false));
+    let (params, _book) = commit(&mut core, t0());
+    assert_eq!(params.ledger.len(), 1);
+    assert_eq!(
+        core.stats.snapshot().frames_rejected.get("not_registered"),
+        Some(&1)
+    );
+}
