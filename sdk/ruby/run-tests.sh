@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the Ruby worker SDK: protocol vectors (docs/protocol/vectors), codec, handlers,
 # the worker against a scripted orchestrator over real ZeroMQ sockets, the tasker-worker
-# executable, the HTTP client, the examples, and the end-to-end test against `tasker serve`
-# (which skips itself while TASKER_BIN is unset).
+# executable, the HTTP client, the examples, and the end-to-end test against a real `tasker serve`
+# ($TASKER_BIN, else target/debug/tasker; skipped loudly without one, a failure under
+# TASKER_REQUIRE_SDKS=1).
 #
 #   sdk/ruby/run-tests.sh                          # everything
 #   sdk/ruby/run-tests.sh test/client_test.rb      # some files

@@ -54,6 +54,21 @@ class ClientTest < Minitest::Test
     assert_includes error.message, "422"
   end
 
+  def test_the_apis_error_details_are_kept_and_shown
+    details = [{ "pointer" => "/context/customer/email", "message" => "is required but missing" },
+               { "pointer" => "/context/items", "message" => "[] has fewer than 1 item" }]
+    @server.respond(422, { "error" => { "code" => "invalid_context", "message" => "2 violations",
+                                        "details" => details } })
+    error = assert_raises(TaskerWorker::ApiError) do
+      @client.initialize_task(namespace: "order_fulfillment", name: "order_fulfillment", context: {})
+    end
+
+    assert_equal details, error.details
+    assert_equal "POST /v1/tasks failed with 422 (invalid_context): 2 violations " \
+                 "(/context/customer/email: is required but missing; /context/items: [] has fewer than 1 item)",
+                 error.message
+  end
+
   def test_error_bodies_of_other_shapes_are_read_too
     @server.respond(404, { "error" => "no template order_fulfillment/nope" })
     error = assert_raises(TaskerWorker::ApiError) { @client.initialize_task(namespace: "x", name: "nope", context: {}) }

@@ -1,144 +1,225 @@
 # frozen_string_literal: true
 
 require "test_helper"
-require "rbconfig"
-require "socket"
-require "fileutils"
 require "tmpdir"
+require_relative "support/live_tasker"
 
-# End to end against a real `tasker serve`: the Rust orchestrator, Ruby workers started with
-# bin/tasker-worker, tasks created through TaskerWorker::Client.
+# End to end against a real `tasker serve`: the Rust orchestrator on free ports with a temporary
+# SQLite database, Ruby workers as real processes (bin/tasker-worker), tasks created and read
+# through TaskerWorker::Client over the real HTTP API.
 #
-# SKIPPED, loudly, until the `tasker` binary has a `serve` command: scripts/test.sh builds it and
-# exports TASKER_BIN; these tests run when that binary answers `serve --help`. When `tasker
-# serve` exists, check #start_tasker_serve against its real flags and the task JSON read in
-# #wait_for_task (both written before the command existed), then remove this note.
+# The `tasker` binary is $TASKER_BIN (scripts/test.sh builds it and sets it), else
+# target/debug/tasker of this checkout. Without one these tests skip loudly — or fail under
+# TASKER_REQUIRE_SDKS=1.
+#
+# The example shapes use `tasker.test`, which test/support/tasker_test_handler.rb implements in
+# Ruby (same keys and outputs as the Rust one), so the templates are copied unchanged. Its
+# execution log (TASKER_TEST_EXECUTION_LOG, shared by the worker processes) tells what ran where.
 class EndToEndTest < Minitest::Test
-  SKIP_REASON = "tasker serve not built yet"
-  BIN = File.join(TaskerWorkerTest::SDK_ROOT, "bin", "tasker-worker")
-  LIB = File.join(TaskerWorkerTest::SDK_ROOT, "lib")
-  EXAMPLE = File.join(TaskerWorkerTest::REPO_ROOT, "examples", "ruby", "order_fulfillment.rb")
+  LiveTasker = TaskerWorkerTest::LiveTasker
   TEST_HANDLER = File.join(TaskerWorkerTest::SDK_ROOT, "test", "support", "tasker_test_handler.rb")
-  TEMPLATES = File.join(TaskerWorkerTest::REPO_ROOT, "examples", "templates")
+  ORDER_EXAMPLE = File.join(TaskerWorkerTest::REPO_ROOT, "examples", "ruby", "order_fulfillment.rb")
+  require ORDER_EXAMPLE # for the expected ids (OrderFulfillment::OrderReading.fnv1a)
+  SHAPES = %w[linear diamond parallel_merge tree mixed_dag].freeze
+  ORDER = { "order_id" => 42, "customer" => { "email" => "ada@example.com", "name" => "Ada" },
+            "items" => [{ "sku" => "BOOK-1", "quantity" => 2, "unit_price_cents" => 1500 },
+                        { "sku" => "PEN-9", "quantity" => 1, "unit_price_cents" => 250 }] }.freeze
 
-  def self.tasker_serve_available?
-    binary = ENV.fetch("TASKER_BIN", "")
-    return false if binary.empty? || !File.executable?(binary)
-
-    system(binary, "serve", "--help", out: File::NULL, err: File::NULL) == true
+  UNAVAILABLE = begin
+    LiveTasker.binary
+    nil
+  rescue LiveTasker::Unavailable => e
+    e.message
+  end
+  if UNAVAILABLE
+    warn "\n#{'#' * 78}\nSKIPPED: Ruby SDK end-to-end tests: #{UNAVAILABLE}\n#{'#' * 78}"
   end
 
-  SERVE_AVAILABLE = tasker_serve_available?
-  warn "\n#### SKIPPED: Ruby SDK end-to-end tests: #{SKIP_REASON} (TASKER_BIN=#{ENV.fetch('TASKER_BIN', '(unset)')}) ####" unless SERVE_AVAILABLE
+  # One orchestrator and two Ruby workers with tasker.test and the order-fulfillment example,
+  # shared by the tests that do not kill anything; stopped when the run ends.
+  def self.shared_system
+    @shared_system ||= begin
+      directory = Dir.mktmpdir("tasker-ruby-e2e")
+      tasker = LiveTasker.new(directory)
+      %w[a b].each { |label| tasker.start_ruby_worker(label, [TEST_HANDLER, ORDER_EXAMPLE]) }
+      Minitest.after_run do
+        tasker.close
+        FileUtils.remove_entry(directory)
+      end
+      tasker
+    end
+  end
 
   def setup
-    skip SKIP_REASON unless SERVE_AVAILABLE
-    @pids = []
-    @dir = Dir.mktmpdir("tasker-ruby-e2e")
+    return unless UNAVAILABLE
+
+    flunk "TASKER_REQUIRE_SDKS=1 forbids skipping the end-to-end tests: #{UNAVAILABLE}" if
+      ENV["TASKER_REQUIRE_SDKS"] == "1"
+    skip "end-to-end: #{UNAVAILABLE}"
   end
 
-  def teardown
-    @pids&.reverse_each do |pid|
-      Process.kill("TERM", pid)
-      Process.wait(pid)
-    rescue Errno::ESRCH, Errno::ECHILD
-      nil
+  def test_every_example_shape_completes_with_its_ancestors_results
+    tasker = self.class.shared_system
+    worker_ids = tasker.workers.map(&:worker_id)
+    task_ids = 2.times.flat_map do |round|
+      SHAPES.map do |shape|
+        tasker.client.initialize_task(namespace: "examples", name: shape, context: { "shape" => shape, "round" => round })
+      end
     end
-    FileUtils.remove_entry(@dir) if @dir
+    tasks = tasker.wait_finished(task_ids)
+
+    assert_equal SHAPES.sort, tasks.map { |task| task["name"] }.uniq.sort
+    executed = tasker.executions.map { |execution| [execution.task_id, execution.step_name] }
+    tasks.each do |task|
+      assert_equal "complete", task["state"], task.inspect
+      ancestors = ancestors_by_step(task)
+      task["steps"].each do |step|
+        assert_equal ["complete", 1], [step["state"], step["attempts"]], step.inspect
+        output = step["results"]
+        assert_equal step["name"], output["step"], step.inspect
+        assert_includes worker_ids, output["worker"], "ran on one of the Ruby workers"
+        assert_equal ancestors.fetch(step["name"]), output["previous_results"],
+                     "step #{step['name']} of #{task['name']} saw the results of exactly its ancestors"
+        assert_includes executed, [task["task_id"], step["name"]]
+      end
+    end
   end
 
-  def test_order_fulfillment_runs_end_to_end_on_ruby_workers
-    worker_endpoint, http_url = start_tasker_serve
-    start_worker(worker_endpoint, EXAMPLE)
-    client = TaskerWorker::Client.new(http_url)
-    task_id = client.initialize_task(
-      namespace: "order_fulfillment", name: "order_fulfillment", idempotency_key: "ruby-e2e-42",
-      context: { "order_id" => 42, "customer" => { "email" => "ada@example.com", "name" => "Ada" },
-                 "items" => [{ "sku" => "BOOK-1", "quantity" => 2, "unit_price_cents" => 1500 },
-                             { "sku" => "PEN-9", "quantity" => 1, "unit_price_cents" => 250 }] }
+  def test_order_fulfillment_completes_on_the_ruby_example_handlers
+    tasker = self.class.shared_system
+    task_id = tasker.client.initialize_task(namespace: "order_fulfillment", name: "order_fulfillment",
+                                            context: ORDER, idempotency_key: "ruby-e2e-order-42")
+    task = tasker.wait_finished([task_id]).first
+    assert_equal "complete", task["state"], task.inspect
+
+    steps = task["steps"].to_h { |step| [step["name"], step["results"]] }
+    assert_equal 3250, steps["validate_order"]["total_cents"]
+    transaction_id = format("TXN-%016x", OrderFulfillment::OrderReading.fnv1a("42:3250"))
+    assert_equal({ "order_id" => 42, "transaction_id" => transaction_id, "amount_cents" => 3250,
+                   "gateway" => "sandbox", "captured" => true }, steps["process_payment"])
+    shipped = steps["ship_order"]
+    assert_equal transaction_id, shipped["transaction_id"], "ship_order read process_payment's output"
+    assert_equal %w[RSV-42-1-BOOK-1 RSV-42-2-PEN-9], shipped["reservation_ids"]
+    assert_equal format("TRK-%012X", OrderFulfillment::OrderReading.fnv1a("42:#{transaction_id}") & 0xFFFF_FFFF_FFFF),
+                 shipped["tracking_number"]
+
+    again = tasker.client.initialize_task(namespace: "order_fulfillment", name: "order_fulfillment",
+                                          context: ORDER, idempotency_key: "ruby-e2e-order-42")
+    assert_equal task_id, again, "a repeated idempotency key returns the existing task"
+  end
+
+  def test_the_client_reports_the_apis_refusals
+    client = self.class.shared_system.client
+    unknown = assert_raises(TaskerWorker::ApiError) do
+      client.initialize_task(namespace: "examples", name: "no_such_template", context: {})
+    end
+    assert_equal [404, "unknown_template"], [unknown.status, unknown.code]
+    assert_includes unknown.message, "examples/no_such_template"
+
+    invalid = assert_raises(TaskerWorker::ApiError) do
+      client.initialize_task(namespace: "order_fulfillment", name: "order_fulfillment", context: { "order_id" => 1 })
+    end
+    assert_equal [422, "invalid_context"], [invalid.status, invalid.code]
+    assert_equal %w[/context/customer /context/items], invalid.details.map { |detail| detail["pointer"] }.sort
+    assert_includes invalid.message, "/context/customer: is required but missing"
+
+    missing = assert_raises(TaskerWorker::ApiError) { client.get_task(987_654_321) }
+    assert_equal [404, "task_not_found"], [missing.status, missing.code]
+  end
+
+  def test_a_retryable_failure_is_retried_until_it_succeeds
+    tasker = self.class.shared_system
+    task_id = tasker.client.initialize_task(
+      namespace: "examples", name: "linear",
+      context: { "test_behaviour" => { "step_2" => { "fail_retryable_attempts" => 2, "retry_after_ms" => 20 } } }
     )
-    task = wait_for_task(client, task_id)
-    assert_equal "complete", task["status"], task.inspect
-    assert_includes JSON.generate(task), "TRK-", "ship_order's tracking number is in the task"
-    assert_equal task_id, client.initialize_task(namespace: "order_fulfillment", name: "order_fulfillment",
-                                                 idempotency_key: "ruby-e2e-42", context: { "order_id" => 42 }),
-                 "the idempotency key returns the existing task"
+    task = tasker.wait_finished([task_id]).first
+    assert_equal "complete", task["state"], task.inspect
+
+    step2 = steps_by_name(task)["step_2"]
+    assert_equal [3, 3], [step2["attempts"], step2["results"]["attempt"]], step2.inspect
+    runs = tasker.executions.select { |e| e.task_id == task_id && e.step_name == "step_2" }.map(&:attempt)
+    assert_equal [1, 2, 3], runs.sort
+    assert_equal %w[step_1 step_2], steps_by_name(task)["step_3"]["results"]["previous_results"]
   end
 
-  def test_retryable_failures_are_retried_on_ruby_workers
-    log = File.join(@dir, "executions.log")
-    worker_endpoint, http_url = start_tasker_serve
-    start_worker(worker_endpoint, TEST_HANDLER, env: { "TASKER_TEST_EXECUTION_LOG" => log })
-    File.write(File.join(@dir, "templates", "retry.yaml"), <<~YAML)
-      name: retry_twice
-      namespace: ruby_e2e
-      version: 1.0.0
-      steps:
-        - name: flaky
-          handler_class: tasker.test
-          retry_limit: 3
-          handler_config: { fail_retryable_attempts: 2, retry_after_ms: 10 }
-    YAML
-    client = TaskerWorker::Client.new(http_url)
-    task_id = client.initialize_task(namespace: "ruby_e2e", name: "retry_twice", context: {})
+  def test_a_permanent_failure_fails_the_task_naming_the_step
+    tasker = self.class.shared_system
+    task_id = tasker.client.initialize_task(
+      namespace: "examples", name: "linear", context: { "test_behaviour" => { "step_3" => { "fail_permanently" => true } } }
+    )
+    task = tasker.wait_finished([task_id]).first
+    assert_equal "error", task["state"], task.inspect
 
-    assert_equal "complete", wait_for_task(client, task_id)["status"]
-    attempts = File.readlines(log).map { |line| line.split[3].to_i }
-    assert_equal [1, 2, 3], attempts
+    steps = steps_by_name(task)
+    assert_equal ["step_3"], task["steps"].select { |step| step["state"] == "error" }.map { |step| step["name"] }
+    error = steps["step_3"]["last_error"]
+    assert_equal ["TestPermanentFailure", false], [error["error_class"], error["retryable"]], error.inspect
+    assert_includes error["message"], "step_3"
+    assert_equal 1, steps["step_3"]["attempts"], "a permanent failure is not retried"
+    assert_equal %w[complete complete pending], %w[step_1 step_2 step_4].map { |name| steps[name]["state"] }
+    ran = tasker.executions.select { |e| e.task_id == task_id }.map(&:step_name)
+    assert_equal %w[step_1 step_2 step_3], ran.sort, "step_4 never ran"
+  end
+
+  def test_a_worker_killed_mid_step_has_the_step_finished_by_the_other
+    Dir.mktmpdir("tasker-ruby-e2e-kill") do |directory|
+      tasker = LiveTasker.new(directory)
+      begin
+        workers = %w[a b].to_h do |label|
+          worker = tasker.start_ruby_worker(label, [TEST_HANDLER])
+          [worker.worker_id, worker]
+        end
+        task_id = tasker.client.initialize_task(namespace: "examples", name: "linear",
+                                                context: { "test_behaviour" => { "step_2" => { "sleep_ms" => 3000 } } })
+
+        # Whichever worker starts step_2 is killed while it sleeps.
+        first = LiveTasker.wait_until("a worker to start step_2") do
+          tasker.executions.find { |execution| execution.step_name == "step_2" }
+        end
+        victim = workers.fetch(first.worker_id)
+        survivor = (workers.values - [victim]).first
+        victim.process.kill
+
+        task = tasker.wait_finished([task_id]).first
+        assert_equal "complete", task["state"], "#{task.inspect}\n#{tasker.diagnostics}"
+        runs = tasker.executions.select { |execution| execution.step_name == "step_2" }
+        assert_operator runs.size, :<=, 2, "step_2 ran more than twice: #{runs.inspect}"
+        assert_equal [[1, victim.worker_id], [2, survivor.worker_id]], runs.map { |r| [r.attempt, r.worker_id] }
+        step2 = steps_by_name(task)["step_2"]
+        assert_equal 2, step2["attempts"], step2.inspect
+        assert_equal [2, survivor.worker_id], [step2["results"]["attempt"], step2["results"]["worker"]],
+                     "the result applied is the surviving attempt's, once"
+        %w[step_1 step_3 step_4].each do |name|
+          assert_equal 1, tasker.executions.count { |execution| execution.step_name == name }, name
+          assert_equal 1, steps_by_name(task)[name]["attempts"], name
+        end
+      ensure
+        tasker.close
+      end
+    end
   end
 
   private
 
-  # Starts `tasker serve` on free loopback ports with a fresh data directory and the example
-  # templates; returns [worker endpoint, HTTP base URL].
-  def start_tasker_serve
-    templates = File.join(@dir, "templates")
-    FileUtils.mkdir_p(templates)
-    FileUtils.cp(Dir[File.join(TEMPLATES, "*.yaml")], templates)
-    worker_port = free_port
-    http_port = free_port
-    @pids << Process.spawn(ENV.fetch("TASKER_BIN"), "serve", "--data-dir", File.join(@dir, "data"),
-                           "--templates", templates, "--worker-endpoint", "tcp://127.0.0.1:#{worker_port}",
-                           "--http", "127.0.0.1:#{http_port}", out: File.join(@dir, "serve.log"), err: %i[child out])
-    http_url = "http://127.0.0.1:#{http_port}"
-    wait_for_port(http_port)
-    ["tcp://127.0.0.1:#{worker_port}", http_url]
+  def steps_by_name(task)
+    task["steps"].to_h { |step| [step["name"], step] }
   end
 
-  def start_worker(endpoint, handlers, env: {})
-    @pids << Process.spawn(env, RbConfig.ruby, "-I#{LIB}", BIN, "--connect", endpoint, "--require", handlers,
-                           "--require", TEST_HANDLER, out: File::NULL, err: File.join(@dir, "worker-#{@pids.size}.log"))
-  end
+  # Each step's ancestors (sorted names), from the task's depends_on lists.
+  def ancestors_by_step(task)
+    parents = task["steps"].to_h { |step| [step["name"], step["depends_on"]] }
+    parents.keys.to_h do |name|
+      seen = []
+      pending = parents[name].dup
+      until pending.empty?
+        parent = pending.pop
+        next if seen.include?(parent)
 
-  # Polls the task until it is finished (complete, error, cancelled), for at most `timeout` s.
-  def wait_for_task(client, task_id, timeout: 60)
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-    loop do
-      task = client.get_task(task_id)
-      return task if %w[complete error cancelled resolved_manually].include?(task["status"])
-
-      flunk "task #{task_id} not finished within #{timeout} s: #{task.inspect}" if
-        Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
-      sleep 0.1
+        seen << parent
+        pending.concat(parents[parent])
+      end
+      [name, seen.sort]
     end
-  end
-
-  def wait_for_port(port, timeout: 30)
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-    begin
-      TCPSocket.new("127.0.0.1", port).close
-    rescue SystemCallError
-      flunk "tasker serve did not listen on #{port} within #{timeout} s" if
-        Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
-      sleep 0.05
-      retry
-    end
-  end
-
-  def free_port
-    server = TCPServer.new("127.0.0.1", 0)
-    server.addr[1]
-  ensure
-    server&.close
   end
 end

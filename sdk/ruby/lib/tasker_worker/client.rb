@@ -12,9 +12,9 @@ module TaskerWorker
   #   client = TaskerWorker::Client.new("http://127.0.0.1:8080")
   #   task_id = client.initialize_task(namespace: "order_fulfillment", name: "order_fulfillment",
   #                                    context: { "order_id" => 42, ... }, idempotency_key: "order-42")
-  #   client.get_task(task_id) # => {"task_id" => ..., "status" => "in_progress", ...}
+  #   client.get_task(task_id) # => {"task_id" => ..., "state" => "in_progress", "steps" => [...], ...}
   #
-  # Error statuses raise ApiError (with the status, the body's error code and message);
+  # Error statuses raise ApiError (with the status, the body's error code, message and details);
   # failures to reach the server raise ApiConnectionError.
   class Client
     # What a failure to reach the server raises inside Net::HTTP.
@@ -52,7 +52,10 @@ module TaskerWorker
       task_id
     end
 
-    # The task with `task_id` as the API describes it (`GET /v1/tasks/{id}`), a Hash.
+    # The task with `task_id` as the API describes it (`GET /v1/tasks/{id}`), a Hash: "state"
+    # (pending, in_progress, complete, error, cancelled, resolved_manually), "context",
+    # "step_counts" and "steps" (each with "name", "state", "attempts", "depends_on", "results" —
+    # the step's output — and "last_error").
     def get_task(task_id)
       request(Net::HTTP::Get, "/v1/tasks/#{URI.encode_www_form_component(task_id.to_s)}")
     end
@@ -99,8 +102,22 @@ module TaskerWorker
       code, message = error_details(parsed)
       message ||= response.message
       status = response.code.to_i
-      ApiError.new("#{method} #{path} failed with #{status}#{code ? " (#{code})" : ''}: #{message}",
-                   status: status, code: code, body: parsed)
+      details = problem_details(parsed)
+      text = "#{method} #{path} failed with #{status}#{code ? " (#{code})" : ''}: #{message}"
+      text += " (#{details.map { |detail| describe_detail(detail) }.join('; ')})" unless details.empty?
+      ApiError.new(text, status: status, code: code, body: parsed, details: details)
+    end
+
+    # The "details" list of {"error": {"code", "message", "details": [{"pointer", "message"}]}}.
+    def problem_details(parsed)
+      error = parsed.is_a?(Hash) ? parsed["error"] : nil
+      details = error.is_a?(Hash) ? error["details"] : nil
+      details.is_a?(Array) ? details.grep(Hash) : []
+    end
+
+    def describe_detail(detail)
+      pointer = detail["pointer"]
+      pointer.is_a?(String) && !pointer.empty? ? "#{pointer}: #{detail['message']}" : detail["message"].to_s
     end
 
     # The error code and message from the usual body shapes: {"error": {"code", "message"}},

@@ -83,12 +83,16 @@ module TaskerWorker
     attr_reader :code
     # The parsed response body (Hash) or the raw body text.
     attr_reader :body
+    # The API's details: one Hash ("pointer", "message") per problem, e.g. each place in the
+    # context that fails the template's schema; empty when the body had none.
+    attr_reader :details
 
-    def initialize(message, status:, code: nil, body: nil)
+    def initialize(message, status:, code: nil, body: nil, details: [])
       super(message)
       @status = status
       @code = code
       @body = body
+      @details = details
     end
   end
 end
