@@ -338,7 +338,82 @@ async fn bad_frames_are_rejected_and_counted(db: &TestDb) {
     engine.shutdown().await;
 }
 
+/// A worker that hands a step back in `goodbye` gets no more work; the step is requeued without
+/// counting the attempt and runs elsewhere. A worker that re-registers without listing a step
+/// it was sent loses that step: it is failed as retryable and retried.
+async fn handed_back_and_unlisted_steps_run_elsewhere(db: &TestDb) {
+    let mut options = test_options("tcp://127.0.0.1:0");
+    options.default_backoff.base_delay_ms = 50;
+    options.default_backoff.jitter = 0.0;
+    let engine = start_engine(options, db.store().await).await;
+
+    // Each raw worker (capacity 1) takes one task's first step.
+    let mut leaving = RawWorker::connect(engine.endpoint(), "raw-leaving");
+    leaving.hello(&["tasker.test"], 1, Vec::new()).await;
+    let heartbeats = leaving.keep_heartbeating();
+    let handed = create_task(&engine, "examples", "linear", json!({})).await;
+    let batch = leaving.batch().await;
+    let step = batch.steps[0].clone();
+    assert_eq!(step.task_id, handed);
+    let mut forgetful = RawWorker::connect(engine.endpoint(), "raw-forgetful");
+    forgetful.hello(&["tasker.test"], 1, Vec::new()).await;
+    let forgotten = create_task(&engine, "examples", "linear", json!({})).await;
+    let forgotten_batch = forgetful.batch().await;
+    let forgotten_step = forgotten_batch.steps[0].clone();
+    assert_eq!(forgotten_step.task_id, forgotten);
+
+    // One hands its step back; the other re-registers without listing its step.
+    leaving
+        .send(WorkerMessage::Goodbye(tasker_protocol::Goodbye {
+            protocol_version: tasker_protocol::PROTOCOL_VERSION,
+            worker_id: leaving.worker_id.clone(),
+            reason: "deploy".into(),
+            handed_back: vec![StepRef {
+                batch_id: batch.batch_id,
+                step_id: step.step_id,
+            }],
+        }))
+        .await;
+    forgetful.hello(&["nothing.runs.this"], 1, Vec::new()).await;
+
+    let worker = TestWorker::start(engine.endpoint(), 4, registry(None));
+    for task_id in [handed, forgotten] {
+        let outcome = guarded("the chain", engine.handle(task_id)).await.unwrap();
+        assert_eq!(outcome.state, TaskState::Complete, "{outcome:?}");
+    }
+    let status = engine.task_status(handed).await.unwrap();
+    assert_eq!(status.steps[0].step_id, step.step_id);
+    assert_eq!(
+        status.steps[0].attempts, 1,
+        "the handed-back attempt does not count"
+    );
+    let history = engine
+        .store()
+        .transitions_list(TransitionsOf::Step(step.step_id))
+        .await
+        .unwrap();
+    assert!(history.iter().any(|r| r.event == "requeue"), "{history:?}");
+    let status = engine.task_status(forgotten).await.unwrap();
+    assert_eq!(status.steps[0].attempts, 2, "the lost attempt counts");
+    let history = engine
+        .store()
+        .transitions_list(TransitionsOf::Step(forgotten_step.step_id))
+        .await
+        .unwrap();
+    let lost = history.iter().find(|r| r.to_state == "error").unwrap();
+    assert_eq!(
+        lost.metadata.as_ref().unwrap()["error_class"],
+        json!("tasker.worker_lost")
+    );
+    heartbeats.abort();
+    leaving.close().await;
+    forgetful.close().await;
+    worker.stop().await;
+    engine.shutdown().await;
+}
+
 on_every_backend! {
+    handed_back_and_unlisted_steps_run_elsewhere => handed_back_and_unlisted_steps_run_elsewhere,
     a_duplicate_applies_once_and_a_superseded_result_is_fenced => duplicates_and_superseded_results,
     a_silent_workers_steps_move_to_a_live_worker => silent_worker_steps_move_to_a_live_worker,
     bad_frames_are_rejected_counted_and_harmless => bad_frames_are_rejected_and_counted,
