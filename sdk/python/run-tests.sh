@@ -11,6 +11,11 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
+# The end-to-end tests run $TASKER_BIN from another directory: make a relative path absolute.
+if [ -n "${TASKER_BIN:-}" ] && [ "${TASKER_BIN#/}" = "$TASKER_BIN" ]; then
+  export TASKER_BIN="$PWD/$TASKER_BIN"
+fi
+
 skip() {
   echo "=================================================================="
   echo "SKIPPED: $1"

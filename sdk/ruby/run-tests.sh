@@ -12,6 +12,10 @@
 # Needs ruby (>= 3.1), minitest, and the ffi-rzmq gem with libzmq (Debian: ruby ruby-minitest
 # ruby-ffi-rzmq libzmq5). No bundler, no gem server.
 set -euo pipefail
+# The end-to-end tests run $TASKER_BIN from another directory: make a relative path absolute.
+if [ -n "${TASKER_BIN:-}" ] && [ "${TASKER_BIN#/}" = "$TASKER_BIN" ]; then
+  export TASKER_BIN="$PWD/$TASKER_BIN"
+fi
 cd "$(dirname "$0")"
 
 skip() {
