@@ -762,6 +762,7 @@ impl EngineCore {
                 state: tasker_core::state::BatchState::Published,
                 reported: HashMap::new(),
                 completion: None,
+                findings: Vec::new(),
                 ended_without_result: None,
             },
         );
@@ -1179,6 +1180,7 @@ pub(crate) fn adopt_into_batch(
         reported: HashMap::new(),
         open: HashSet::new(),
         completion: None,
+        findings: Vec::new(),
         ended_without_result: None,
     });
     if !batch.steps.iter().any(|s| s.step_id == step.step_id) {

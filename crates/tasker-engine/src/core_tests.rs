@@ -511,3 +511,118 @@ fn results_wait_for_recovery_and_frames_without_a_session_are_refused() {
         Some(&1)
     );
 }
+
+#[test]
+fn a_failed_send_requeues_the_steps_and_an_unreachable_worker_is_dropped() {
+    let mut core = ready_core(10);
+    let (batch_id, steps) = dispatch_one(&mut core, t0());
+    record(&mut core, batch_id, &steps, 1, t0());
+    core.on_send_failed(
+        batch_id,
+        &tasker_transport::TransportError::PeerUnreachable { peer: peer() },
+        t0(),
+    );
+    assert!(!core.sessions.contains_key("w1"), "its connection is gone");
+    let (params, book) = commit(&mut core, t0());
+    let change = params
+        .changes
+        .iter()
+        .flat_map(|c| &c.steps)
+        .find(|c| c.step_id == 11)
+        .unwrap();
+    assert_eq!(change.to_state, StepState::Pending);
+    assert_eq!(change.event, "requeue");
+    let failed = params
+        .changes
+        .iter()
+        .flat_map(|c| &c.batches)
+        .find(|b| b.to_state == tasker_core::state::BatchState::Failed)
+        .expect("the batch fails");
+    assert_eq!(
+        failed.metadata,
+        Some(json!({ "reconciliation": "no_completion" }))
+    );
+    let answer = applied(&params);
+    core.on_commit_done(book, Ok(answer), t0());
+    core.take_actions();
+    assert_eq!(
+        core.tasks[&1].steps[0].attempts, 0,
+        "a requeue does not count"
+    );
+
+    // The worker reconnects (a new routing id) and gets the step again.
+    core.on_frame(
+        PeerId::from_bytes(b"peer-2"),
+        hello(10),
+        t0(),
+        Instant::now(),
+    );
+    core.take_actions();
+    let (_, steps) = dispatch_one(&mut core, t0());
+    assert_eq!(steps, vec![11]);
+}
+
+#[test]
+fn a_batch_completion_is_reconciled_with_the_partial_results() {
+    let mut core = ready_core(10);
+    let (batch_id, steps) = dispatch_one(&mut core, t0());
+    record(&mut core, batch_id, &steps, 1, t0());
+    core.on_frame(
+        peer(),
+        completed(batch_id, 11, 1, json!(1)),
+        t0(),
+        Instant::now(),
+    );
+    // The completion disagrees: it says step 11 failed.
+    let completion = encode(&WorkerMessage::BatchCompletion(
+        tasker_protocol::BatchCompletion {
+            protocol_version: PROTOCOL_VERSION,
+            batch_id,
+            total_steps: 1,
+            completed_steps: 0,
+            failed_steps: 1,
+            step_summaries: vec![tasker_protocol::StepSummary {
+                step_id: 11,
+                status: StepStatus::Failed,
+            }],
+            completed_at: t0(),
+            worker_id: "w1".into(),
+        },
+    ));
+    core.on_frame(peer(), completion, t0(), Instant::now());
+    let (params, book) = commit(&mut core, t0());
+    assert_eq!(params.ledger.len(), 2);
+    let findings = params.ledger[1].processing_errors.as_ref().unwrap();
+    assert_eq!(
+        findings["reconciliation"][0]["finding"],
+        json!("status_differs")
+    );
+    let complete = params
+        .changes
+        .iter()
+        .flat_map(|c| &c.batches)
+        .find(|b| b.to_state == tasker_core::state::BatchState::Completed)
+        .expect("the batch completes");
+    assert_eq!(
+        complete.metadata.as_ref().unwrap()["reconciliation"],
+        json!("discrepancies")
+    );
+    let step_change = params.changes.iter().flat_map(|c| &c.steps).next().unwrap();
+    assert_eq!(
+        step_change.to_state,
+        StepState::Complete,
+        "the partial result stands"
+    );
+    let answer = applied(&params);
+    core.on_commit_done(book, Ok(answer), t0());
+    let outcomes: Vec<AckOutcome> = acks(&core.take_actions())
+        .into_iter()
+        .map(|(_, _, o)| o)
+        .collect();
+    assert_eq!(outcomes, vec![AckOutcome::Applied, AckOutcome::Applied]);
+    assert_eq!(core.stats.snapshot().reconciliation_discrepancies, 1);
+    assert!(
+        !core.batches.contains_key(&batch_id),
+        "a closed batch is let go"
+    );
+}

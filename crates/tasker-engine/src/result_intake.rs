@@ -172,7 +172,7 @@ pub(crate) struct CommitBook {
     results: Vec<BookedResult>,
     task_sets: Vec<TaskSet>,
     batch_sets: Vec<BatchSet>,
-    completions: Vec<(Uuid, Vec<StepSummary>, Option<usize>)>,
+    completions: Vec<(Uuid, Vec<StepSummary>, Option<usize>, Vec<Value>)>,
     internal: Vec<CommitItem>,
 }
 
@@ -190,6 +190,8 @@ struct BatchTouch {
     reported: HashMap<i64, StepStatus>,
     ended: Vec<(i64, BatchEndCause)>,
     completion: Option<(Vec<StepSummary>, usize, usize)>,
+    /// Reconciliation findings of that completion (empty: consistent).
+    findings: Vec<Value>,
     close: bool,
 }
 
@@ -319,6 +321,7 @@ impl EngineCore {
                         continue;
                     }
                     let touch = touched.entry(completion.batch_id).or_default();
+                    touch.findings.clear();
                     if let Some(batch) = self.batches.get(&completion.batch_id) {
                         let findings =
                             reconcile(batch, &touch.reported, &completion.step_summaries);
@@ -333,6 +336,7 @@ impl EngineCore {
                             ledger[ledger_index].processing_errors =
                                 Some(json!({ "reconciliation": findings }));
                         }
+                        touch.findings = findings;
                     }
                     touch.completion =
                         Some((completion.step_summaries, result_index, ledger_index));
@@ -512,16 +516,33 @@ impl EngineCore {
             let mut batch_changes = Vec::new();
             let mut state = batch.state;
             if batch.complete_list {
+                let findings = if touch.completion.is_some() {
+                    &touch.findings
+                } else {
+                    &batch.findings
+                };
+                let reconciliation = if findings.is_empty() {
+                    json!({ "reconciliation": "consistent" })
+                } else {
+                    json!({ "reconciliation": "discrepancies", "findings": findings })
+                };
                 let mut step = |event: BatchEvent, state: &mut BatchState| {
                     if let Ok(transition) = state.transition(event)
                         && transition.is_changed()
                     {
+                        let metadata = match event {
+                            BatchEvent::Complete => Some(reconciliation.clone()),
+                            BatchEvent::Fail | BatchEvent::TimeOut => {
+                                Some(json!({ "reconciliation": "no_completion" }))
+                            }
+                            _ => None,
+                        };
                         batch_changes.push(BatchChange {
                             batch_uuid: batch_id,
                             expect_state: *state,
                             to_state: transition.target(),
                             event: event.as_str().to_owned(),
-                            metadata: None,
+                            metadata,
                         });
                         *state = transition.target();
                     }
@@ -575,7 +596,8 @@ impl EngineCore {
             };
             if let Some((summaries, result_index, _)) = touch.completion {
                 book.results[result_index].set = set;
-                book.completions.push((batch_id, summaries, set));
+                book.completions
+                    .push((batch_id, summaries, set, touch.findings));
             }
         }
 
@@ -725,11 +747,12 @@ impl EngineCore {
                 tracing::debug!(batch_id = %set.batch_id, "store refused a batch transition");
             }
         }
-        for (batch_id, summaries, set) in book.completions {
+        for (batch_id, summaries, set, findings) in book.completions {
             if set.is_none_or(|s| applied_sets.contains(&s))
                 && let Some(batch) = self.batches.get_mut(&batch_id)
             {
                 batch.completion = Some(summaries);
+                batch.findings = findings;
             }
         }
         let mut closed: Vec<Uuid> = self
@@ -1151,6 +1174,7 @@ mod tests {
             reported: HashMap::new(),
             open: steps.iter().copied().collect(),
             completion: None,
+            findings: Vec::new(),
             ended_without_result: None,
         }
     }

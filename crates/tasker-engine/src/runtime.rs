@@ -218,6 +218,8 @@ pub(crate) struct BatchRuntime {
     pub open: HashSet<i64>,
     /// The batch completion, once applied.
     pub completion: Option<Vec<StepSummary>>,
+    /// What reconciling that completion with the partial results found (empty: consistent).
+    pub findings: Vec<Value>,
     /// How the open steps that ended without a result ended (decides the batch's end state).
     pub ended_without_result: Option<BatchEndCause>,
 }
