@@ -172,8 +172,17 @@ pub(crate) struct CommitBook {
     results: Vec<BookedResult>,
     task_sets: Vec<TaskSet>,
     batch_sets: Vec<BatchSet>,
-    completions: Vec<(Uuid, Vec<StepSummary>, Option<usize>, Vec<Value>)>,
+    completions: Vec<BookedCompletion>,
     internal: Vec<CommitItem>,
+}
+
+/// A batch completion in a commit, noted on the batch once its change set applied.
+#[derive(Debug, Clone)]
+struct BookedCompletion {
+    batch_id: Uuid,
+    summaries: Vec<StepSummary>,
+    set: Option<usize>,
+    findings: Vec<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -596,8 +605,12 @@ impl EngineCore {
             };
             if let Some((summaries, result_index, _)) = touch.completion {
                 book.results[result_index].set = set;
-                book.completions
-                    .push((batch_id, summaries, set, touch.findings));
+                book.completions.push(BookedCompletion {
+                    batch_id,
+                    summaries,
+                    set,
+                    findings: touch.findings,
+                });
             }
         }
 
@@ -747,12 +760,12 @@ impl EngineCore {
                 tracing::debug!(batch_id = %set.batch_id, "store refused a batch transition");
             }
         }
-        for (batch_id, summaries, set, findings) in book.completions {
-            if set.is_none_or(|s| applied_sets.contains(&s))
-                && let Some(batch) = self.batches.get_mut(&batch_id)
+        for completion in book.completions {
+            if completion.set.is_none_or(|s| applied_sets.contains(&s))
+                && let Some(batch) = self.batches.get_mut(&completion.batch_id)
             {
-                batch.completion = Some(summaries);
-                batch.findings = findings;
+                batch.completion = Some(completion.summaries);
+                batch.findings = completion.findings;
             }
         }
         let mut closed: Vec<Uuid> = self
