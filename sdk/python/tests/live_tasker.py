@@ -191,6 +191,7 @@ class LiveTasker:
         self.http_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.http_port}"
         self.workers: list[Worker] = []
+        self.generation = 1
         self.serve = Process(
             "tasker serve",
             [
@@ -218,6 +219,20 @@ class LiveTasker:
             directory,
         )
         self.client = TaskerClient(self.base_url)
+        self._wait_healthy()
+
+    def restart(self) -> None:
+        """SIGKILLs ``tasker serve`` and starts it again with the same database, ports and
+        templates; waits until it is healthy."""
+        self.serve.kill()
+        self.generation += 1
+        self.serve = Process(
+            f"tasker serve (run {self.generation})",
+            self.serve.command,
+            self.directory / f"serve-{self.generation}.log",
+            child_environment({"RUST_LOG": "info"}),
+            self.directory,
+        )
         self._wait_healthy()
 
     def _wait_healthy(self) -> None:
@@ -339,7 +354,7 @@ class LiveTasker:
 
     def diagnostics(self) -> str:
         """The tail of every process's log, for failure messages."""
-        parts = [f"--- tasker serve ({self.serve.log}):\n{self.serve.log_text()}"]
+        parts = [f"--- {self.serve.label} ({self.serve.log}):\n{self.serve.log_text()}"]
         for worker in self.workers:
             parts.append(f"--- {worker.process.label}:\n{worker.process.log_text()}")
         return "\n".join(parts)

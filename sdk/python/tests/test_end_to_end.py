@@ -251,3 +251,37 @@ def test_a_worker_killed_mid_step_has_the_step_finished_by_the_other(tmp_path: P
             assert steps_by_name(task)[name]["attempts"] == 1
     finally:
         tasker.close()
+
+
+def test_the_orchestrator_killed_mid_run_gets_every_result_without_rerunning_a_step(
+    tmp_path: Path,
+) -> None:
+    tasker = LiveTasker(tmp_path)
+    try:
+        for label in "ab":
+            tasker.start_python_worker(label, ["tasker_worker.testing"])
+        slow = {name: {"sleep_ms": 300} for name in ("step_1", "step_2", "step_3", "step_4")}
+        task_ids = [
+            tasker.client.initialize_task("examples", "linear", {"n": n, "test_behaviour": slow})
+            for n in range(6)
+        ]
+        # Kill it while steps run: their results are then held by the workers, re-sent after
+        # the workers register with the new process, and applied.
+        wait_until(lambda: len(tasker.executions()) >= 8, "eight steps to start")
+        tasker.restart()
+
+        tasks = tasker.wait_finished(task_ids)
+        assert {task["state"] for task in tasks} == {"complete"}, tasker.diagnostics()
+        runs: dict[int, list[Any]] = {}
+        for execution in tasker.executions():
+            runs.setdefault(execution.step_id, []).append(execution)
+        for task in tasks:
+            for step in task["steps"]:
+                ran = runs.get(step["step_id"], [])
+                assert len(ran) == 1, (
+                    f"step {step['step_id']} ran {len(ran)} times: {ran}\n{tasker.diagnostics()}"
+                )
+                output = step["results"]
+                assert (output["attempt"], output["worker"]) == (ran[0].attempt, ran[0].worker_id)
+    finally:
+        tasker.close()

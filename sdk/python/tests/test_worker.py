@@ -543,6 +543,42 @@ def test_not_registered_makes_the_worker_say_hello_again_on_the_same_socket(
     assert orchestrator.expect("heartbeat", ignore=()).identity == identity
 
 
+def test_the_first_not_registered_of_a_session_gets_a_hello_at_once(
+    start: Any, orchestrator: ScriptedOrchestrator
+) -> None:
+    # A restarted orchestrator gives workers a few liveness windows to claim their steps; a
+    # worker registered moments before the restart must not wait out its welcome timeout.
+    start([TestHandler], welcome_timeout=60)
+    identity, _ = orchestrator.handshake(heartbeat_interval_ms=100, liveness=100)
+    orchestrator.send(
+        identity,
+        orchestrator.envelope(
+            "error",
+            code="not_registered",
+            message="`heartbeat` from a connection without a session: send hello first",
+            offending_message_type="heartbeat",
+            batch_id=None,
+            step_id=None,
+        ),
+    )
+    rehello = orchestrator.expect("hello", timeout=5)
+    assert rehello.identity == identity
+    orchestrator.welcome(identity, WORKER_ID, heartbeat_interval_ms=100, liveness=100)
+    # A second not_registered within the welcome timeout is not answered with another hello.
+    orchestrator.send(
+        identity,
+        orchestrator.envelope(
+            "error",
+            code="not_registered",
+            message="`heartbeat` from a connection without a session: send hello first",
+            offending_message_type="heartbeat",
+            batch_id=None,
+            step_id=None,
+        ),
+    )
+    orchestrator.expect_nothing_but(("heartbeat",), heartbeats=5)
+
+
 def test_an_error_naming_a_held_result_drops_it(
     start: Any, orchestrator: ScriptedOrchestrator
 ) -> None:

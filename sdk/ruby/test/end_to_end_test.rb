@@ -200,6 +200,35 @@ class EndToEndTest < Minitest::Test
     end
   end
 
+  def test_the_orchestrator_killed_mid_run_gets_every_result_without_rerunning_a_step
+    Dir.mktmpdir("tasker-ruby-e2e-restart") do |directory|
+      tasker = LiveTasker.new(directory)
+      begin
+        %w[a b].each { |label| tasker.start_ruby_worker(label, [TEST_HANDLER]) }
+        slow = %w[step_1 step_2 step_3 step_4].to_h { |name| [name, { "sleep_ms" => 300 }] }
+        task_ids = 6.times.map do |n|
+          tasker.client.initialize_task(namespace: "examples", name: "linear",
+                                        context: { "n" => n, "test_behaviour" => slow })
+        end
+        # Kill it while steps run: their results are then held by the workers, re-sent after the
+        # workers register with the new process, and applied.
+        LiveTasker.wait_until("eight steps to start") { tasker.executions.size >= 8 }
+        tasker.restart
+
+        tasks = tasker.wait_finished(task_ids)
+        assert_equal ["complete"], tasks.map { |task| task["state"] }.uniq, tasker.diagnostics
+        runs = tasker.executions.group_by(&:step_id)
+        tasks.flat_map { |task| task["steps"] }.each do |step|
+          ran = runs.fetch(step["step_id"], [])
+          assert_equal 1, ran.size, "step #{step['step_id']} ran #{ran.size} times: #{ran.inspect}\n#{tasker.diagnostics}"
+          assert_equal [ran.first.attempt, ran.first.worker_id], [step["results"]["attempt"], step["results"]["worker"]]
+        end
+      ensure
+        tasker.close
+      end
+    end
+  end
+
   private
 
   def steps_by_name(task)

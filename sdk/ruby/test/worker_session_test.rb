@@ -442,6 +442,22 @@ class WorkerSessionTest < Minitest::Test
     assert_equal result.frame, @orchestrator.expect("partial_result").frame
   end
 
+  # A restarted orchestrator gives workers a few liveness windows to claim their steps; a worker
+  # registered moments before the restart must not wait out its hello timeout.
+  def test_the_first_not_registered_of_a_session_gets_a_hello_at_once
+    worker, _thread, identity = start_registered_worker(hello_timeout: 60, welcome: { liveness: 100 })
+    @orchestrator.send_message(identity, "error", code: "not_registered", message: "who are you?",
+                                                  offending_message_type: "heartbeat")
+    rehello = @orchestrator.expect("hello", timeout: 5)
+    assert_equal identity, rehello.identity
+    @orchestrator.welcome(identity, worker.worker_id, liveness: 100)
+
+    # A second not_registered within the hello timeout gets no second hello: only heartbeats.
+    @orchestrator.send_message(identity, "error", code: "not_registered", message: "who are you?",
+                                                  offending_message_type: "heartbeat")
+    5.times { assert_equal "heartbeat", @orchestrator.next_message(skip: []).message.message_type }
+  end
+
   private
 
   # Waits (polling the worker's counters) until the block is true; fails after `timeout`.

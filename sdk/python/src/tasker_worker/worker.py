@@ -240,7 +240,7 @@ class Worker:
       orchestrator's. The interval used is the one in ``welcome``.
     - ``welcome_timeout``: how long to wait for ``welcome`` before a fresh connection and a new
       ``hello`` (doubling per retry up to ``retry_backoff_max``). Default 5. Also the least time
-      between two re-registrations prompted by ``not_registered``.
+      between two re-registrations prompted by ``not_registered`` (the first one is immediate).
     - ``retry_backoff_max``: longest wait between registration attempts. Default 30.
     - ``shutdown_grace``: on shutdown, how long running steps may take to finish. Default 30.
       Too short wastes nearly finished work; too long delays a deploy.
@@ -469,6 +469,8 @@ class _Session:
         self.link_deadline = 0.0
         self.registration_attempts = 0
         self.last_hello_at = 0.0
+        # When not_registered last made us say hello; None until it first does.
+        self.last_rehello_at: float | None = None
         self.limits = Limits()
         self.heartbeat_period = worker.heartbeat_interval or DEFAULT_HEARTBEAT_INTERVAL_MS / 1000
         self.liveness = DEFAULT_LIVENESS
@@ -782,16 +784,22 @@ class _Session:
     def on_error_report(self, report: ErrorReport) -> None:
         self.stats.errors_received += 1
         if report.code == codes.NOT_REGISTERED:
-            # Re-register at most once per welcome timeout (spec §7.5); the heartbeats keep
-            # drawing not_registered until a hello gets through.
-            if (
-                self.link == _REGISTERED
-                and time.monotonic() - self.last_hello_at >= self.worker.welcome_timeout
+            # Say hello at once: a restarted orchestrator waits only a few liveness windows
+            # for workers to claim the steps they run before it re-dispatches them. While
+            # awaiting welcome the replies to what we sent before the hello are ignored, and
+            # re-registrations prompted by not_registered are at most one per welcome timeout
+            # (spec §7.5) — counted from the last such one, not from the hello that opened the
+            # session, which may be moments old.
+            now = time.monotonic()
+            if self.link == _REGISTERED and (
+                self.last_rehello_at is None
+                or now - self.last_rehello_at >= self.worker.welcome_timeout
             ):
                 log.warning(
                     "the orchestrator does not know this worker (%s); registering again",
                     report.message,
                 )
+                self.last_rehello_at = now
                 self.send_hello()
             return
         key = rejected_result_key(report)

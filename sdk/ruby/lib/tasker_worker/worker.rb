@@ -82,7 +82,8 @@ module TaskerWorker
     #   accept the orchestrator's; `welcome` decides.
     # - worker_id: unique per process (default `<hostname>-<pid>-<8 hex>`, spec §5.2).
     # - hello_timeout, retry_backoff_max: seconds to wait for `welcome` before trying again,
-    #   doubling up to the maximum; also the least time between two re-registrations.
+    #   doubling up to the maximum; also the least time between two re-registrations
+    #   prompted by `not_registered` (the first one is immediate).
     # - shutdown_grace: seconds running steps may take to finish after a stop request.
     # - shutdown_ack_timeout: seconds to wait for the last acknowledgements after that.
     # - interrupt_handlers: stop a timed-out, cancelled or shut-down step by raising
@@ -221,6 +222,7 @@ module TaskerWorker
       @heartbeat_interval = (@requested_heartbeat_ms || Protocol::DEFAULT_HEARTBEAT_INTERVAL_MS) / 1000.0
       @liveness = Protocol::DEFAULT_LIVENESS
       @registration_attempts = 0
+      @last_rehello_at = nil # when not_registered last made us say hello
       @steps = {}
       @queue = []
       @running = {}
@@ -488,8 +490,15 @@ module TaskerWorker
     def on_error_report(report)
       @stats.bump(:errors_received)
       if report.code == "not_registered"
-        if registered? && Clock.now - @last_hello_at >= @hello_timeout
+        # Say hello at once: a restarted orchestrator waits only a few liveness windows for
+        # workers to claim the steps they run before it re-dispatches them. While awaiting
+        # welcome, the replies to what was sent before the hello are ignored; re-registrations
+        # prompted by not_registered are at most one per hello timeout (spec §7.5), counted from
+        # the last such one, not from the hello that opened the session (which may be moments old).
+        now = Clock.now
+        if registered? && (@last_rehello_at.nil? || now - @last_rehello_at >= @hello_timeout)
           @logger.warn("the orchestrator does not know this worker (#{report.message}); saying hello again")
+          @last_rehello_at = now
           send_hello
         end
         return

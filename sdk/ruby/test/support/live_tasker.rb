@@ -143,15 +143,23 @@ module TaskerWorkerTest
       http_port = self.class.free_port
       @base_url = "http://127.0.0.1:#{http_port}"
       @workers = []
-      @serve = ChildProcess.new(
-        "tasker serve",
+      @generation = 1
+      @serve = start_serve(
         [@binary, "serve", "--database-url", "sqlite:#{File.join(directory, 'tasker.db')}",
          "--endpoint", @endpoint, "--http-addr", "127.0.0.1:#{http_port}", "--templates", templates_dir,
          "--heartbeat-interval-ms", HEARTBEAT_INTERVAL_MS.to_s, "--liveness", LIVENESS.to_s,
-         "--poll-interval-ms", "500", "--orchestrator-id", "orchestrator-ruby-e2e"],
-        log: File.join(directory, "serve.log"), env: child_env("RUST_LOG" => "info"), chdir: directory
+         "--poll-interval-ms", "500", "--orchestrator-id", "orchestrator-ruby-e2e"]
       )
       @client = TaskerWorker::Client.new(@base_url)
+      wait_healthy
+    end
+
+    # SIGKILLs `tasker serve` and starts it again with the same database, ports and templates;
+    # waits until it is healthy.
+    def restart
+      @serve.kill
+      @generation += 1
+      @serve = start_serve(@serve_command)
       wait_healthy
     end
 
@@ -204,6 +212,13 @@ module TaskerWorkerTest
     end
 
     private
+
+    def start_serve(command)
+      @serve_command = command
+      ChildProcess.new("tasker serve (run #{@generation})", command,
+                       log: File.join(@directory, "serve-#{@generation}.log"),
+                       env: child_env("RUST_LOG" => "info"), chdir: @directory)
+    end
 
     # This process's environment minus TASKER_* settings and RUST_LOG (a developer's
     # configuration must not change what the test starts), plus `extra`.
