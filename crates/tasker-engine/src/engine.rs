@@ -3,11 +3,10 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::Value;
-use tasker_core::context::ContextValidator;
 use tasker_core::readiness::StepView;
 use tasker_core::status::task_execution_status;
 use tasker_core::template::TaskTemplate;
-use tasker_store::{NewStep, NewTask, Store};
+use tasker_store::{NewTask, Store};
 use tasker_transport::{FrameLimits, RouterEndpoint, RouterOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -177,73 +176,74 @@ impl EngineHandle {
     /// [`EngineError::InvalidContext`] listing every violation with its JSON pointer;
     /// [`EngineError::Store`] when the store fails.
     pub async fn initialize_task(&self, request: TaskRequest) -> EngineResult<TaskCreated> {
-        let template = {
-            let templates = self
-                .shared
-                .templates
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            templates
-                .get(
-                    &request.namespace,
-                    &request.name,
-                    request.version.as_deref(),
-                )
-                .ok_or_else(|| EngineError::UnknownTemplate {
-                    namespace: request.namespace.clone(),
-                    name: request.name.clone(),
-                    version: request.version.clone(),
-                })?
-        };
-        let template = match &self.shared.options.environment {
-            Some(environment) => Arc::new(template.for_environment(environment)),
-            None => template,
-        };
-        let context = match request.context {
-            Value::Null => Value::Object(serde_json::Map::new()),
-            other => other,
-        };
-        let invalid_context = |error| EngineError::InvalidContext {
-            namespace: template.namespace().to_owned(),
-            name: template.name().to_owned(),
-            version: template.version().to_string(),
-            error,
-        };
-        ContextValidator::for_template(&template)
-            .validate(&context)
-            .map_err(invalid_context)?;
-        if !context.is_object() {
-            return Err(invalid_context(tasker_core::context::ContextError {
-                violations: vec![tasker_core::context::ContextViolation {
-                    pointer: String::new(),
-                    keyword: "type".to_owned(),
-                    message: "the task context must be a JSON object".to_owned(),
-                }],
-            }));
+        if self.shared.commands.is_closed() {
+            return Err(EngineError::Stopped);
         }
-        let new_task = new_task_from_template(
-            &template,
-            context,
-            request.idempotency_key,
-            request.initiator,
-            request.source_system,
-            request.reason,
-            request.tags,
-            self.shared.clock.now(),
-        );
+        let (template, new_task) = self.prepare(request)?;
         let created = self.shared.store.task_create(new_task).await?;
         // A new (or re-requested, still unfinished) task: let the loop claim and drive it.
         let _ = self.shared.commands.send(Command::TaskCreated {
             task_id: created.task_id,
         });
-        Ok(TaskCreated {
-            task_id: created.task_id,
-            created: created.created,
-            namespace: template.namespace().to_owned(),
-            name: template.name().to_owned(),
-            version: template.version().to_string(),
-            step_ids: created.step_ids,
-        })
+        Ok(task_created(&template, created))
+    }
+
+    /// [`Self::initialize_task`] for many requests in one store transaction (bulk loading,
+    /// benchmarks). Every request is validated first; nothing is created if one is invalid.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::initialize_task`], for the first invalid request.
+    pub async fn initialize_tasks(
+        &self,
+        requests: Vec<TaskRequest>,
+    ) -> EngineResult<Vec<TaskCreated>> {
+        if self.shared.commands.is_closed() {
+            return Err(EngineError::Stopped);
+        }
+        let mut templates = Vec::with_capacity(requests.len());
+        let mut new_tasks = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (template, new_task) = self.prepare(request)?;
+            templates.push(template);
+            new_tasks.push(new_task);
+        }
+        let created = self.shared.store.tasks_create_many(new_tasks).await?;
+        if let Some(last) = created.last() {
+            let _ = self.shared.commands.send(Command::TaskCreated {
+                task_id: last.task_id,
+            });
+        }
+        Ok(templates
+            .iter()
+            .zip(created)
+            .map(|(template, created)| task_created(template, created))
+            .collect())
+    }
+
+    /// Finds the request's template and builds the task to store.
+    fn prepare(&self, request: TaskRequest) -> EngineResult<(Arc<TaskTemplate>, NewTask)> {
+        let template = self
+            .shared
+            .templates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(
+                &request.namespace,
+                &request.name,
+                request.version.as_deref(),
+            )
+            .ok_or_else(|| EngineError::UnknownTemplate {
+                namespace: request.namespace.clone(),
+                name: request.name.clone(),
+                version: request.version.clone(),
+            })?;
+        let template = match &self.shared.options.environment {
+            Some(environment) => Arc::new(template.for_environment(environment)),
+            None => template,
+        };
+        let new_task = request.into_new_task(&template, self.shared.clock.now())?;
+        Ok((template, new_task))
     }
 
     /// Drives one task until it has nothing left to do (the seed's `handle(task_id)`): resolves
@@ -323,53 +323,14 @@ impl EngineHandle {
     }
 }
 
-/// Builds the store's [`NewTask`] for `template`.
-#[allow(clippy::too_many_arguments)]
-fn new_task_from_template(
-    template: &TaskTemplate,
-    context: Value,
-    idempotency_key: Option<String>,
-    initiator: Option<String>,
-    source_system: Option<String>,
-    reason: Option<String>,
-    tags: Vec<String>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> NewTask {
-    let steps = template
-        .steps()
-        .iter()
-        .map(|step| NewStep {
-            name: step.name.clone(),
-            handler_class: step.handler_class.clone(),
-            handler_config: Value::Object(step.handler_config.clone()),
-            retryable: step.retryable,
-            retry_limit: i32::try_from(step.retry_limit).unwrap_or(i32::MAX),
-            timeout_ms: Some(i64::try_from(step.timeout_ms).unwrap_or(i64::MAX)),
-            backoff: step.backoff,
-        })
-        .collect();
-    let dag = template.dag();
-    let edges = (0..dag.len())
-        .flat_map(|child| {
-            dag.parents(child)
-                .iter()
-                .map(move |&parent| (parent, child))
-        })
-        .collect();
-    NewTask {
+fn task_created(template: &TaskTemplate, created: tasker_store::TaskCreated) -> TaskCreated {
+    TaskCreated {
+        task_id: created.task_id,
+        created: created.created,
         namespace: template.namespace().to_owned(),
         name: template.name().to_owned(),
         version: template.version().to_string(),
-        template_json: serde_json::to_value(template).ok(),
-        context,
-        initiator,
-        source_system,
-        reason,
-        tags,
-        idempotency_key,
-        steps,
-        edges,
-        now,
+        step_ids: created.step_ids,
     }
 }
 

@@ -38,7 +38,9 @@
 //!   bound.
 //! - [`EngineHandle`] (cheap to clone): [`initialize_task`](EngineHandle::initialize_task)
 //!   ([`TaskRequest`] → [`TaskCreated`]; errors [`EngineError::UnknownTemplate`],
-//!   [`EngineError::InvalidContext`], [`EngineError::Store`]),
+//!   [`EngineError::InvalidContext`], [`EngineError::Store`]; [`initialize_tasks`](EngineHandle::initialize_tasks)
+//!   creates many in one transaction; [`TaskRequest::into_new_task`] builds the stored task for
+//!   tools that write to the store directly),
 //!   [`handle`](EngineHandle::handle) (task id → [`TaskOutcome`] once the task finished),
 //!   [`task_status`](EngineHandle::task_status) (→ [`TaskStatus`]),
 //!   [`stats`](EngineHandle::stats) (→ [`EngineStats`]), [`shutdown`](EngineHandle::shutdown),

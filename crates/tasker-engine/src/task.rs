@@ -4,9 +4,13 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tasker_core::context::{ContextError, ContextValidator, ContextViolation};
 use tasker_core::state::TaskState;
 use tasker_core::status::ExecutionStatus;
-use tasker_store::{StepRecord, TaskRecord};
+use tasker_core::template::TaskTemplate;
+use tasker_store::{NewStep, NewTask, StepRecord, TaskRecord};
+
+use crate::error::EngineError;
 
 /// A request to start a task from a template (the seed's `initialize_task(task_request)`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -32,6 +36,83 @@ pub struct TaskRequest {
     pub reason: Option<String>,
     /// Free-form labels.
     pub tags: Vec<String>,
+}
+
+impl TaskRequest {
+    /// The task to store for this request from `template` (which the caller looked up by the
+    /// request's namespace, name and version): the context validated against the template's
+    /// `context_schema`, the steps and dependency edges in template order. Used by
+    /// [`EngineHandle::initialize_task`](crate::EngineHandle::initialize_task); public for tools
+    /// that write tasks straight into a store (another process, bulk loaders).
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::InvalidContext`] listing every violation, or when the context is not a
+    /// JSON object.
+    pub fn into_new_task(
+        self,
+        template: &TaskTemplate,
+        now: DateTime<Utc>,
+    ) -> Result<NewTask, EngineError> {
+        let context = match self.context {
+            Value::Null => Value::Object(serde_json::Map::new()),
+            other => other,
+        };
+        let invalid_context = |error| EngineError::InvalidContext {
+            namespace: template.namespace().to_owned(),
+            name: template.name().to_owned(),
+            version: template.version().to_string(),
+            error,
+        };
+        ContextValidator::for_template(template)
+            .validate(&context)
+            .map_err(invalid_context)?;
+        if !context.is_object() {
+            return Err(invalid_context(ContextError {
+                violations: vec![ContextViolation {
+                    pointer: String::new(),
+                    keyword: "type".to_owned(),
+                    message: "the task context must be a JSON object".to_owned(),
+                }],
+            }));
+        }
+        let steps = template
+            .steps()
+            .iter()
+            .map(|step| NewStep {
+                name: step.name.clone(),
+                handler_class: step.handler_class.clone(),
+                handler_config: Value::Object(step.handler_config.clone()),
+                retryable: step.retryable,
+                retry_limit: i32::try_from(step.retry_limit).unwrap_or(i32::MAX),
+                timeout_ms: Some(i64::try_from(step.timeout_ms).unwrap_or(i64::MAX)),
+                backoff: step.backoff,
+            })
+            .collect();
+        let dag = template.dag();
+        let edges = (0..dag.len())
+            .flat_map(|child| {
+                dag.parents(child)
+                    .iter()
+                    .map(move |&parent| (parent, child))
+            })
+            .collect();
+        Ok(NewTask {
+            namespace: template.namespace().to_owned(),
+            name: template.name().to_owned(),
+            version: template.version().to_string(),
+            template_json: serde_json::to_value(template).ok(),
+            context,
+            initiator: self.initiator,
+            source_system: self.source_system,
+            reason: self.reason,
+            tags: self.tags,
+            idempotency_key: self.idempotency_key,
+            steps,
+            edges,
+            now,
+        })
+    }
 }
 
 /// The answer to [`EngineHandle::initialize_task`](crate::EngineHandle::initialize_task).

@@ -157,31 +157,60 @@ async fn a_restarted_engine_finishes_every_task(db: &TestDb) {
 async fn tasks_created_elsewhere_are_picked_up(db: &TestDb) {
     let engine = start_engine(test_options("tcp://127.0.0.1:0"), db.store().await).await;
     let worker = TestWorker::start(engine.endpoint(), 4, registry(None));
-    // Another engine handle on the same database creates the task but never runs: its loop is
-    // bound elsewhere and has no worker; it is stopped right away, releasing its claims.
-    let mut other_options = test_options("tcp://127.0.0.1:0");
-    other_options.orchestrator_id = "orchestrator-other".into();
-    let other = start_engine(other_options, db.store().await).await;
-    other.shutdown().await;
-    let created = other
-        .initialize_task(tasker_engine::TaskRequest {
-            namespace: "examples".into(),
-            name: "linear".into(),
-            ..Default::default()
-        })
-        .await;
-    // The stopped engine still creates (the store is shared) but cannot drive it.
-    let task_id = created.unwrap().task_id;
+    // Another process writes the task into the database; this engine hears nothing of it.
+    let template = example_templates().get("examples", "linear", None).unwrap();
+    let new_task = tasker_engine::TaskRequest::default()
+        .into_new_task(&template, chrono::Utc::now())
+        .unwrap();
+    let other_process = db.store().await;
+    let task_id = other_process.task_create(new_task).await.unwrap().task_id;
     let outcome = guarded("the task created elsewhere", engine.handle(task_id))
         .await
         .unwrap();
     assert_eq!(outcome.state, TaskState::Complete);
+    assert_previous_results_match_ancestors(&engine, task_id).await;
     worker.stop().await;
     engine.shutdown().await;
+}
+
+/// Many tasks created in one transaction all run.
+async fn tasks_created_in_bulk_run(db: &TestDb) {
+    let engine = start_engine(test_options("tcp://127.0.0.1:0"), db.store().await).await;
+    let worker = TestWorker::start(engine.endpoint(), 8, registry(None));
+    let requests = (0..50)
+        .map(|i| tasker_engine::TaskRequest {
+            namespace: "examples".into(),
+            name: if i % 2 == 0 { "tree" } else { "parallel_merge" }.into(),
+            ..Default::default()
+        })
+        .collect();
+    let created = engine.initialize_tasks(requests).await.unwrap();
+    assert_eq!(created.len(), 50);
+    for task in created {
+        let outcome = guarded("a bulk task", engine.handle(task.task_id))
+            .await
+            .unwrap();
+        assert_eq!(outcome.state, TaskState::Complete);
+    }
+    worker.stop().await;
+    engine.shutdown().await;
+    let after = engine
+        .initialize_task(tasker_engine::TaskRequest {
+            namespace: "examples".into(),
+            name: "tree".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(after, tasker_engine::EngineError::Stopped),
+        "{after}"
+    );
 }
 
 on_every_backend! {
     two_workers_share_500_tasks_running_every_step_once => two_workers_share_the_load,
     a_restarted_engine_finishes_every_task => a_restarted_engine_finishes_every_task,
     tasks_created_by_another_process_are_picked_up => tasks_created_elsewhere_are_picked_up,
+    tasks_created_in_bulk_run => tasks_created_in_bulk_run,
 }
