@@ -29,4 +29,4 @@ command -v ruby >/dev/null 2>&1 || skip "ruby not found (apt-get install ruby)"
 ruby -e 'require "ffi-rzmq"; ZMQ::Context.new.terminate' >/dev/null 2>&1 ||
   skip "the ffi-rzmq gem or libzmq is missing (apt-get install ruby-ffi-rzmq libzmq5)"
 
-exec "$repo/sdk/python/run-tests.sh" "$repo/tests/mixed_fleet" -p no:cacheprovider "$@"
+exec "$repo/sdk/python/run-tests.sh" "$repo/tests/mixed_fleet" -ra -p no:cacheprovider "$@"
