@@ -31,7 +31,7 @@ fi
 cargo build -p tasker-cli
 export TASKER_BIN="$PWD/target/debug/tasker"
 status=0
-for suite in sdk/python/run-tests.sh sdk/ruby/run-tests.sh; do
+for suite in sdk/python/run-tests.sh sdk/ruby/run-tests.sh tests/mixed_fleet/run.sh; do
   if [ -x "$suite" ]; then
     echo "== $suite"
     "$suite" || status=1
