@@ -255,12 +255,16 @@ impl EngineCore {
             let mut fresh = TaskRuntime::from_dag(dag, self.options.timeout_grace);
             if let Some(old) = self.tasks.remove(&task_id) {
                 // Keep what the store cannot know: batches being recorded, queue membership,
-                // workers of attempts in flight, handoff timestamps.
+                // changes being committed, workers of attempts in flight, handoff timestamps.
+                fresh.finishing = old.finishing;
                 for (new, old) in fresh.steps.iter_mut().zip(old.steps.iter()) {
                     if matches!(old.busy, Busy::Dispatching | Busy::Queued)
                         && new.in_flight.is_none()
                     {
                         new.busy = old.busy;
+                    }
+                    if old.busy == Busy::Committing && new.in_flight == old.in_flight {
+                        new.busy = Busy::Committing;
                     }
                     if new.in_flight.is_some() && new.in_flight == old.in_flight {
                         new.worker.clone_from(&old.worker);
