@@ -51,8 +51,11 @@ async fn two_workers_share_the_load(db: &TestDb) {
         stats.results_applied >= 2000,
         "2000 partial results (plus batch completions) applied"
     );
-    assert_eq!(stats.results_duplicate, 0);
+    // A result whose ack is slow under load is re-sent by its worker (after liveness ×
+    // heartbeat interval) and acknowledged as a duplicate: never applied twice, never run twice
+    // (the execution log above). No attempt was ever given up, so nothing is fenced.
     assert_eq!(stats.results_fenced, 0);
+    assert_eq!(stats.steps_timed_out + stats.steps_lost, 0);
     assert!(
         stats.results_committed > stats.commits,
         "results share transactions (group commit): {} results in {} commits",
