@@ -44,6 +44,10 @@ pub(crate) enum Command {
     /// example tasks), show progress and a summary, and shut down. Exits 0 only when every task
     /// completed.
     Demo(crate::demo_command::DemoArgs),
+    /// Measure the engine on this machine: N tasks of a no-op template, steps per second and
+    /// step handoff latency, next to raw ZeroMQ round trips and raw database commits measured
+    /// in the same run. Exits 0 only when every task completed and every step ran exactly once.
+    Bench(crate::bench_command::BenchArgs),
 }
 
 /// `tasker template …`

@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use crate::orchestrator::Orchestrator;
 use crate::shutdown_signal::shutdown_signal;
 
-/// The example templates, built in so the demo runs from any directory.
-const EXAMPLE_TEMPLATES: [&str; 6] = [
+/// The example templates, built in so the demo (and `tasker bench`) runs from any directory.
+pub(crate) const EXAMPLE_TEMPLATES: [&str; 6] = [
     include_str!("../../../examples/templates/order_fulfillment.yaml"),
     include_str!("../../../examples/templates/diamond.yaml"),
     include_str!("../../../examples/templates/linear.yaml"),
@@ -159,7 +159,7 @@ async fn run_demo(
 
 /// The worker child processes.
 #[derive(Debug, Default)]
-struct WorkerProcesses {
+pub(crate) struct WorkerProcesses {
     children: Vec<Child>,
 }
 
@@ -171,19 +171,38 @@ impl WorkerProcesses {
         capacity: u32,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<()> {
+        self.start_named(
+            &format!("demo-worker-{n}"),
+            &data_dir.join(format!("worker-{n}.log")),
+            endpoint,
+            capacity,
+            &[],
+        )
+    }
+
+    /// Starts `tasker worker --name NAME` with its stderr in `log_path` and `env` added to its
+    /// environment.
+    pub(crate) fn start_named(
+        &mut self,
+        name: &str,
+        log_path: &std::path::Path,
+        endpoint: &str,
+        capacity: u32,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("cannot find the tasker executable")?;
-        let log_path = data_dir.join(format!("worker-{n}.log"));
-        let log = std::fs::File::create(&log_path)
+        let log = std::fs::File::create(log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
         let child = Command::new(exe)
             .arg("worker")
             .arg("--connect")
             .arg(endpoint)
             .arg("--name")
-            .arg(format!("demo-worker-{n}"))
+            .arg(name)
             .arg("--capacity")
             .arg(capacity.to_string())
             .env_remove("TASKER_WORKER_HANDLERS")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -193,12 +212,12 @@ impl WorkerProcesses {
         Ok(())
     }
 
-    fn pids(&self) -> Vec<String> {
+    pub(crate) fn pids(&self) -> Vec<String> {
         self.children.iter().map(|c| c.id().to_string()).collect()
     }
 
     /// The workers that have exited, with their status.
-    fn exited(&mut self) -> Vec<String> {
+    pub(crate) fn exited(&mut self) -> Vec<String> {
         self.children
             .iter_mut()
             .filter_map(|child| match child.try_wait() {
@@ -210,7 +229,7 @@ impl WorkerProcesses {
 
     /// SIGTERM to every worker (they finish their steps and leave), then waits; a worker still
     /// running after [`WORKER_EXIT_TIMEOUT`] is killed.
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         for child in &self.children {
             if let Ok(pid) = i32::try_from(child.id()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
@@ -236,7 +255,7 @@ impl WorkerProcesses {
 }
 
 /// Waits (bounded) until `expected` workers have a session with the engine.
-async fn wait_for_workers(
+pub(crate) async fn wait_for_workers(
     engine: &EngineHandle,
     expected: u32,
     workers: &mut WorkerProcesses,

@@ -2,6 +2,8 @@
 
 mod api_client;
 mod args;
+mod bench;
+mod bench_command;
 mod demo_command;
 mod orchestrator;
 mod serve_command;
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Serve(serve) => serve_command::run(&serve),
         Command::Task { command } => task_command::run(&command),
         Command::Demo(demo) => demo_command::run(&demo),
+        Command::Bench(bench) => bench_command::run(&bench),
     };
     match outcome {
         Ok(code) => code,
