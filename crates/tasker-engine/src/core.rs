@@ -286,6 +286,9 @@ impl EngineCore {
                 let Some(batch_id) = step.in_flight else {
                     continue;
                 };
+                // The batch is in the store, so it was sent: once its attempt ends, a late result
+                // for it is fenced (spec §9.4), not rejected as a batch never sent.
+                self.remembered_new.push(batch_id);
                 if step.worker.is_none() {
                     step.worker = self
                         .batches
@@ -310,7 +313,6 @@ impl EngineCore {
                                 attempt: step.attempts,
                             },
                         );
-                        self.remembered_new.push(batch_id);
                         tracing::info!(worker_id, %batch_id, step_id = step.step_id, "step in flight adopted from its worker's hello");
                     }
                 }

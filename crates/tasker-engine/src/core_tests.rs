@@ -626,3 +626,51 @@ fn a_batch_completion_is_reconciled_with_the_partial_results() {
         "a closed batch is let go"
     );
 }
+
+#[test]
+fn a_result_for_a_step_lost_across_a_restart_is_fenced_not_rejected() {
+    // Restarted: the root was in flight on batch `before` when the previous process stopped.
+    let before = Uuid::now_v7();
+    let mut dag = diamond();
+    dag.steps[0].state = StepState::InProgress;
+    dag.steps[0].attempts = 1;
+    dag.steps[0].in_flight_batch = Some(before);
+    dag.steps[0].in_flight_deadline_at = Some(t0() + TimeDelta::seconds(30));
+    let mut core = EngineCore::new(options(), Arc::new(StatsCounters::default()), t0());
+    core.take_actions();
+    core.on_tasks_loaded(vec![dag], t0());
+    core.on_claim_done(Ok(false));
+    core.take_actions();
+
+    // No worker claims it within twice the liveness window (2 × 5 × 1 s): it is lost.
+    let lost_at = t0() + TimeDelta::seconds(10);
+    core.on_tick(lost_at);
+    core.take_actions();
+    let (params, book) = commit(&mut core, lost_at);
+    let change = &params.changes[0].steps[0];
+    assert_eq!((change.step_id, change.expect_batch), (11, Some(before)));
+    assert_eq!(change.to_state, StepState::Error);
+    core.on_commit_done(book, Ok(applied(&params)), lost_at);
+    core.take_actions();
+
+    // Its worker comes back late and re-sends the result of that attempt.
+    core.on_frame(peer(), hello(4), lost_at, Instant::now());
+    core.take_actions();
+    core.on_frame(
+        peer(),
+        completed(before, 11, 1, json!({ "late": true })),
+        lost_at,
+        Instant::now(),
+    );
+    let (params, book) = commit(&mut core, lost_at);
+    assert!(
+        params.changes.iter().all(|c| c.steps.is_empty()),
+        "a late result is recorded, never applied"
+    );
+    core.on_commit_done(book, Ok(applied(&params)), lost_at);
+    assert_eq!(
+        acks(&core.take_actions()),
+        vec![(before, Some(11), AckOutcome::Fenced)],
+        "the batch was sent before the restart, so its result is fenced (spec §9.4)"
+    );
+}
