@@ -9,11 +9,14 @@
 //!   every task and step checked afterwards.
 //! - [`fleet`]: the workers of a run — Rust SDK workers in this process, or `tasker worker`
 //!   child processes — and how many times each step ran on them.
+//! - [`store_calls`]: the store with every operation counted and timed, to show where the
+//!   database time of a run goes.
 //! - [`report`]: the figures ([`report::BenchReport`]), latency percentiles, and the text
 //!   rendering.
 
 pub(crate) mod fleet;
 pub(crate) mod report;
 pub(crate) mod store_baseline;
+pub(crate) mod store_calls;
 pub(crate) mod transport_baseline;
 pub(crate) mod workload;

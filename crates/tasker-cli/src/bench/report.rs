@@ -304,6 +304,29 @@ impl BenchReport {
             times(self.ratios.steps_per_s_over_batched_commit_rows_per_s),
             times(self.ratios.steps_per_s_over_single_row_commits_per_s)
         ));
+        for (label, calls) in [
+            ("store (creation)", &w.store_calls_creation),
+            ("store (run)", &w.store_calls_run),
+        ] {
+            if calls.is_empty() {
+                continue;
+            }
+            line(format!(
+                "  {label:<16} {}",
+                calls
+                    .iter()
+                    .take(6)
+                    .map(|c| format!(
+                        "{} {}× ({:.2}/step, {:.2} ms each)",
+                        c.operation,
+                        c.calls,
+                        c.per_step,
+                        c.mean_us / 1000.0
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
         let workers_rss = if self.memory.worker_processes_peak_rss_kib.is_empty() {
             String::new()
         } else {

@@ -15,7 +15,7 @@
 //!   window (each request's latency is reported), and the handoff latency reflects a bounded
 //!   queue.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +33,7 @@ use tokio::task::JoinSet;
 
 use super::fleet::{Fleet, WorkerMode};
 use super::report::{LatencySummary, micros, per_second};
+use super::store_calls::{self, CallTally, CountingStore, OperationFigures};
 
 /// Task creations in flight at once when every task is created up front.
 pub(crate) const CREATE_CONCURRENCY: usize = 32;
@@ -81,6 +82,11 @@ pub(crate) struct WorkloadReport {
     pub(crate) task_latency_from: &'static str,
     /// The engine's counters over the run window.
     pub(crate) engine: EngineFigures,
+    /// Store operations during creation (all at once only: task creation, the engine's claims
+    /// and loads), busiest first.
+    pub(crate) store_calls_creation: Vec<OperationFigures>,
+    /// Store operations during the run window, busiest first.
+    pub(crate) store_calls_run: Vec<OperationFigures>,
     /// The final check.
     pub(crate) verification: Verification,
     /// The endpoint the engine bound.
@@ -237,9 +243,10 @@ pub(crate) async fn run(
     settings: WorkloadSettings,
     store: Arc<dyn Store>,
 ) -> anyhow::Result<WorkloadReport> {
+    let counting = Arc::new(CountingStore::new(Arc::clone(&store)));
     let engine = Engine::start(
         settings.engine_options.clone(),
-        Arc::clone(&store),
+        Arc::clone(&counting) as Arc<dyn Store>,
         settings.templates.clone(),
     )
     .await
@@ -250,7 +257,7 @@ pub(crate) async fn run(
         )
     })?;
     let mut fleet = None;
-    let driven = drive(&settings, &engine, &mut fleet).await;
+    let driven = drive(&settings, &engine, &counting, &mut fleet).await;
     let worker_rss = fleet.as_ref().map(Fleet::peak_rss_kib).unwrap_or_default();
     let executions = match fleet {
         Some(fleet) => fleet.stop().await,
@@ -306,6 +313,16 @@ pub(crate) async fn run(
             "from the start of the run window (every task existed before)"
         },
         engine: EngineFigures::between(&driven.stats_before, &driven.stats_after),
+        store_calls_creation: if creation_in_window {
+            Vec::new()
+        } else {
+            store_calls::between(
+                &driven.calls_before_creation,
+                &driven.calls_before_run,
+                steps,
+            )
+        },
+        store_calls_run: store_calls::between(&driven.calls_before_run, &driven.calls_after, steps),
         verification,
         endpoint: engine.endpoint().to_owned(),
         worker_processes_peak_rss_kib: worker_rss,
@@ -325,13 +342,18 @@ struct Driven {
     run_window: Duration,
     stats_before: EngineStats,
     stats_after: EngineStats,
+    calls_before_creation: BTreeMap<&'static str, CallTally>,
+    calls_before_run: BTreeMap<&'static str, CallTally>,
+    calls_after: BTreeMap<&'static str, CallTally>,
 }
 
 async fn drive(
     settings: &WorkloadSettings,
     engine: &EngineHandle,
+    store: &CountingStore,
     fleet: &mut Option<Fleet>,
 ) -> anyhow::Result<Driven> {
+    let calls_before_creation = store.snapshot();
     let request = task_request(&settings.template);
     let deadline = tokio::time::Instant::now() + settings.timeout;
     let endpoint = engine.endpoint().to_owned();
@@ -346,46 +368,56 @@ async fn drive(
     };
     let mut set: JoinSet<anyhow::Result<TaskRun>> = JoinSet::new();
     let mut next = 0;
-    let (creation, held_after, request_us, stats_before, run_started) = match settings.concurrency {
-        None => {
-            let created_at = Instant::now();
-            let (created, request_us) =
-                create_all(engine, &request, settings.tasks, deadline).await?;
-            let creation = created_at.elapsed();
-            wait_until_held(engine, settings.tasks, deadline).await?;
-            let held_after = created_at.elapsed();
-            if settings.progress {
-                eprintln!(
-                    "tasker bench: {} tasks created in {:.2} s, held by the engine after {:.2} s; starting {} workers",
-                    settings.tasks,
-                    creation.as_secs_f64(),
-                    held_after.as_secs_f64(),
-                    settings.workers
-                );
+    let (creation, held_after, request_us, stats_before, calls_before_run, run_started) =
+        match settings.concurrency {
+            None => {
+                let created_at = Instant::now();
+                let (created, request_us) =
+                    create_all(engine, &request, settings.tasks, deadline).await?;
+                let creation = created_at.elapsed();
+                wait_until_held(engine, settings.tasks, deadline).await?;
+                let held_after = created_at.elapsed();
+                if settings.progress {
+                    eprintln!(
+                        "tasker bench: {} tasks created in {:.2} s, held by the engine after {:.2} s; starting {} workers",
+                        settings.tasks,
+                        creation.as_secs_f64(),
+                        held_after.as_secs_f64(),
+                        settings.workers
+                    );
+                }
+                let stats_before = engine.stats();
+                let calls_before_run = store.snapshot();
+                let run_started = Instant::now();
+                *fleet = Some(start_fleet().await?);
+                for created in created {
+                    set.spawn(await_task(engine.clone(), created, run_started));
+                }
+                next = settings.tasks;
+                (
+                    creation,
+                    held_after,
+                    request_us,
+                    stats_before,
+                    calls_before_run,
+                    run_started,
+                )
             }
-            let stats_before = engine.stats();
-            let run_started = Instant::now();
-            *fleet = Some(start_fleet().await?);
-            for created in created {
-                set.spawn(await_task(engine.clone(), created, run_started));
+            Some(_) => {
+                let mut started = start_fleet().await?;
+                let connected = started.wait_connected(engine, settings.workers).await;
+                *fleet = Some(started);
+                connected?;
+                (
+                    Duration::ZERO,
+                    Duration::ZERO,
+                    Vec::new(),
+                    engine.stats(),
+                    store.snapshot(),
+                    Instant::now(),
+                )
             }
-            next = settings.tasks;
-            (creation, held_after, request_us, stats_before, run_started)
-        }
-        Some(_) => {
-            let mut started = start_fleet().await?;
-            let connected = started.wait_connected(engine, settings.workers).await;
-            *fleet = Some(started);
-            connected?;
-            (
-                Duration::ZERO,
-                Duration::ZERO,
-                Vec::new(),
-                engine.stats(),
-                Instant::now(),
-            )
-        }
-    };
+        };
     let concurrency = settings.concurrency.unwrap_or(settings.tasks).max(1);
     while next < settings.tasks.min(concurrency) {
         set.spawn(request_and_await_task(engine.clone(), request.clone()));
@@ -435,6 +467,7 @@ async fn drive(
     }
     let run_window = run_started.elapsed();
     let stats_after = engine.stats();
+    let calls_after = store.snapshot();
     let creation = match settings.concurrency {
         // Closed loop: creation is spread over the window; report its span (the window's start
         // → the last `initialize_task` answer).
@@ -449,6 +482,9 @@ async fn drive(
         run_window,
         stats_before,
         stats_after,
+        calls_before_creation,
+        calls_before_run,
+        calls_after,
     })
 }
 
