@@ -87,6 +87,13 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "M", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) concurrency: Option<u32>,
 
+    /// When every task is created up front: tasks per creation request — 1 calls
+    /// `initialize_task` per task (32 at a time), more calls `initialize_tasks` (one
+    /// transaction per call). Ignored with --concurrency, which creates one task at a time.
+    #[arg(long, value_name = "N", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) create_batch: u32,
+
     /// The engine's batch size: most steps in one `step_batch`.
     #[arg(long, value_name = "N", default_value_t = tasker_engine::options::DEFAULT_BATCH_SIZE)]
     pub(crate) batch_size: usize,
@@ -227,6 +234,7 @@ async fn measure(
                 capacity: args.capacity,
                 worker_mode,
                 concurrency: args.concurrency,
+                create_batch: args.create_batch,
                 timeout: Duration::from_secs(args.timeout_secs),
                 dir: dir.to_path_buf(),
                 progress: true,

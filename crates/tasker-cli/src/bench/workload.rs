@@ -5,6 +5,7 @@
 //! Two arrival patterns:
 //!
 //! - **All at once** (default): every task is created through
+//!   [`EngineHandle::initialize_tasks`] (a few hundred per transaction) or
 //!   [`EngineHandle::initialize_task`] ([`CREATE_CONCURRENCY`] requests in flight) *before any
 //!   worker exists*, and the engine is left to claim and load them all; only then are the workers
 //!   started and the clock started. Creation is timed and reported on its own, outside the run
@@ -59,6 +60,9 @@ pub(crate) struct WorkloadSettings {
     pub(crate) worker_mode: WorkerMode,
     /// `None`: all tasks at once; `Some(M)`: closed loop with M tasks active.
     pub(crate) concurrency: Option<u32>,
+    /// All at once: tasks per creation request (1: `initialize_task`; more:
+    /// `initialize_tasks`, one transaction per request).
+    pub(crate) create_batch: u32,
     /// Give up when the run has not finished after this long.
     pub(crate) timeout: Duration,
     /// Where worker logs and the execution log go.
@@ -113,7 +117,8 @@ pub(crate) struct CreationReport {
     /// All at once: seconds from the first request until the engine held every task (claimed
     /// and loaded); 0 in closed loop.
     pub(crate) engine_holding_all_after_s: f64,
-    /// Latency of each `initialize_task` call.
+    /// Latency of each creation request (`initialize_task`, or `initialize_tasks` for a whole
+    /// batch of tasks).
     pub(crate) request_latency: Option<LatencySummary>,
 }
 
@@ -286,7 +291,13 @@ pub(crate) async fn run(
         creation: CreationReport {
             tasks,
             method: match settings.concurrency {
-                None => format!("initialize_task, {CREATE_CONCURRENCY} requests at a time"),
+                None if settings.create_batch <= 1 => {
+                    format!("initialize_task, {CREATE_CONCURRENCY} requests at a time")
+                }
+                None => format!(
+                    "initialize_tasks, {} tasks per call (one transaction each)",
+                    settings.create_batch
+                ),
                 Some(m) => format!("initialize_task, as tasks finish ({m} active)"),
             },
             seconds: driven.creation.as_secs_f64(),
@@ -372,8 +383,14 @@ async fn drive(
         match settings.concurrency {
             None => {
                 let created_at = Instant::now();
-                let (created, request_us) =
-                    create_all(engine, &request, settings.tasks, deadline).await?;
+                let (created, request_us) = create_all(
+                    engine,
+                    &request,
+                    settings.tasks,
+                    settings.create_batch,
+                    deadline,
+                )
+                .await?;
                 let creation = created_at.elapsed();
                 wait_until_held(engine, settings.tasks, deadline).await?;
                 let held_after = created_at.elapsed();
@@ -513,29 +530,46 @@ fn task_request(template: &TaskTemplate) -> TaskRequest {
     }
 }
 
-/// Creates `count` tasks, [`CREATE_CONCURRENCY`] requests in flight; returns them in creation
-/// order with each request's latency.
+/// Creates `count` tasks, `per_call` per request (1: [`EngineHandle::initialize_task`];
+/// more: [`EngineHandle::initialize_tasks`], one transaction per call), with
+/// [`CREATE_CONCURRENCY`] tasks' worth of requests in flight (at least one request); returns the
+/// tasks in creation order and each request's latency.
 async fn create_all(
     engine: &EngineHandle,
     request: &TaskRequest,
     count: u32,
+    per_call: u32,
     deadline: tokio::time::Instant,
 ) -> anyhow::Result<(Vec<TaskCreated>, Vec<u64>)> {
+    let per_call = per_call.max(1);
+    let in_flight = (CREATE_CONCURRENCY as u32 / per_call).max(1);
     let mut set = JoinSet::new();
     let mut created = Vec::with_capacity(count as usize);
-    let mut latencies = Vec::with_capacity(count as usize);
+    let mut latencies = Vec::new();
     let mut next = 0;
-    let create = |engine: EngineHandle, request: TaskRequest| async move {
+    let create = |engine: EngineHandle, request: TaskRequest, tasks: u32| async move {
         let started = Instant::now();
-        let created = engine
-            .initialize_task(request)
-            .await
-            .context("creating a task")?;
+        let created = if tasks == 1 {
+            vec![
+                engine
+                    .initialize_task(request)
+                    .await
+                    .context("creating a task")?,
+            ]
+        } else {
+            engine
+                .initialize_tasks(vec![request; tasks as usize])
+                .await
+                .with_context(|| format!("creating {tasks} tasks in one call"))?
+        };
         anyhow::Ok((created, micros(started.elapsed())))
     };
-    while next < count.min(CREATE_CONCURRENCY as u32) {
-        set.spawn(create(engine.clone(), request.clone()));
-        next += 1;
+    let mut launched = 0;
+    while next < count && launched < in_flight {
+        let tasks = per_call.min(count - next);
+        set.spawn(create(engine.clone(), request.clone(), tasks));
+        next += tasks;
+        launched += 1;
     }
     loop {
         let joined = tokio::select! {
@@ -546,18 +580,20 @@ async fn create_all(
         };
         match joined {
             None => break,
-            Some(Ok(Ok((task, latency)))) => {
-                created.push(task);
+            Some(Ok(Ok((tasks, latency)))) => {
+                created.extend(tasks);
                 latencies.push(latency);
                 if next < count {
-                    set.spawn(create(engine.clone(), request.clone()));
-                    next += 1;
+                    let tasks = per_call.min(count - next);
+                    set.spawn(create(engine.clone(), request.clone(), tasks));
+                    next += tasks;
                 }
             }
             Some(Ok(Err(error))) => return Err(error),
             Some(Err(error)) => bail!("a task creation failed: {error}"),
         }
     }
+    created.sort_by_key(|task| task.task_id);
     Ok((created, latencies))
 }
 
