@@ -438,19 +438,6 @@ impl Api {
         }
         done
     }
-
-    /// How many of `task_ids` are complete now.
-    pub async fn count_complete(&self, task_ids: &[i64]) -> usize {
-        let mut complete = 0;
-        for &task_id in task_ids {
-            if let Some(task) = self.task(task_id).await
-                && task["state"] == json!("complete")
-            {
-                complete += 1;
-            }
-        }
-        complete
-    }
 }
 
 /// One line of the execution log: `<task_id> <step_name> <step_id> <attempt> <worker_id>`.
