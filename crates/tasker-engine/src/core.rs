@@ -521,13 +521,15 @@ impl EngineCore {
     }
 
     fn plan_dispatch(&mut self, now: DateTime<Utc>) {
-        // Drop stale queue entries (finished tasks, steps no longer waiting).
-        let tasks = &self.tasks;
-        self.queue.retain(|(task_id, index)| {
-            tasks
-                .get(task_id)
-                .is_some_and(|t| t.steps[*index].busy == Busy::Queued)
-        });
+        // Stale entries (finished tasks, steps no longer waiting) are dropped lazily: here at
+        // the head, and below within the part of the queue this turn looks at, so a turn costs
+        // what it plans rather than the length of the backlog.
+        while let Some(&(task_id, index)) = self.queue.front() {
+            if self.is_queued(task_id, index) {
+                break;
+            }
+            self.queue.pop_front();
+        }
         if self.queue.is_empty() {
             return;
         }
@@ -556,14 +558,20 @@ impl EngineCore {
         let mut candidates = Vec::new();
         let mut requests: HashMap<(i64, usize), StepRequest> = HashMap::new();
         let mut taken = 0;
+        let mut scanned = 0;
         for &(task_id, index) in &self.queue {
             if taken >= total_credit {
                 break;
             }
+            scanned += 1;
             let Some(task) = self.tasks.get(&task_id) else {
                 continue;
             };
             let step = &task.steps[index];
+            if step.busy != Busy::Queued || requests.contains_key(&(task_id, index)) {
+                // Stale, or queued twice.
+                continue;
+            }
             let Some(credit) = class_credit.get_mut(step.handler_class.as_str()) else {
                 continue;
             };
@@ -606,12 +614,20 @@ impl EngineCore {
                 self.record_batch(None, vec![(key.0, key.1, request)], now);
             }
         }
-        let tasks = &self.tasks;
-        self.queue.retain(|(task_id, index)| {
-            tasks
-                .get(task_id)
-                .is_some_and(|t| t.steps[*index].busy == Busy::Queued)
-        });
+        // Only the entries looked at can have been planned; keep those still waiting, in order.
+        let looked_at: Vec<(i64, usize)> = self.queue.drain(..scanned).collect();
+        for &(task_id, index) in looked_at.iter().rev() {
+            if self.is_queued(task_id, index) {
+                self.queue.push_front((task_id, index));
+            }
+        }
+    }
+
+    /// Whether a queue entry still stands for a step waiting to be dispatched.
+    fn is_queued(&self, task_id: i64, index: usize) -> bool {
+        self.tasks
+            .get(&task_id)
+            .is_some_and(|t| t.steps[index].busy == Busy::Queued)
     }
 
     /// Marks the steps as dispatching, reserves the worker's credit, and asks the store to
