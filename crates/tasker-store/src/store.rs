@@ -112,6 +112,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// moves to `in_progress`.
     async fn batch_record(&self, params: BatchRecord) -> StoreResult<BatchRecorded>;
 
+    /// Records several dispatches in one transaction: each batch exactly as
+    /// [`batch_record`](Self::batch_record) would, in order (a later batch sees the earlier
+    /// ones, so a step put in flight by one is left out of the next). Returns one outcome per
+    /// batch, in order. An error (an invalid or already recorded batch, a failed write) records
+    /// none of them.
+    async fn batches_record(&self, params: Vec<BatchRecord>) -> StoreResult<Vec<BatchRecorded>>;
+
     /// One batch with its steps and what the ledger received for them.
     async fn batch_get(&self, batch_uuid: Uuid) -> StoreResult<BatchDetail>;
 

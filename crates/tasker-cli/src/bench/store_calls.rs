@@ -199,6 +199,10 @@ impl Store for CountingStore {
         timed!(self, "batch_record", self.inner.batch_record(params))
     }
 
+    async fn batches_record(&self, params: Vec<BatchRecord>) -> StoreResult<Vec<BatchRecorded>> {
+        timed!(self, "batches_record", self.inner.batches_record(params))
+    }
+
     async fn batch_get(&self, batch_uuid: Uuid) -> StoreResult<BatchDetail> {
         timed!(self, "batch_get", self.inner.batch_get(batch_uuid))
     }

@@ -17,6 +17,18 @@ use crate::records::{BatchDetail, BatchRecorded, BatchStepDetail, OrphanedBatch}
 use crate::store::{LEDGER_BATCH_COMPLETION, LEDGER_PARTIAL_RESULT};
 use crate::time::{from_ms, from_ms_opt, to_ms};
 
+/// Records several dispatches, in order, in the caller's transaction.
+pub(crate) async fn batches_record(
+    conn: &mut PgConnection,
+    params: &[BatchRecord],
+) -> FailResult<Vec<BatchRecorded>> {
+    let mut recorded = Vec::with_capacity(params.len());
+    for batch in params {
+        recorded.push(batch_record(conn, batch).await?);
+    }
+    Ok(recorded)
+}
+
 /// Records a dispatch in the caller's transaction.
 pub(crate) async fn batch_record(
     conn: &mut PgConnection,

@@ -243,6 +243,10 @@ impl Store for SqliteStore {
         write_tx!(self, conn => batches::batch_record(conn, &params))
     }
 
+    async fn batches_record(&self, params: Vec<BatchRecord>) -> StoreResult<Vec<BatchRecorded>> {
+        write_tx!(self, conn => batches::batches_record(conn, &params))
+    }
+
     async fn batch_get(&self, batch_uuid: Uuid) -> StoreResult<BatchDetail> {
         read_tx!(self, conn => batches::batch_get(conn, batch_uuid))
     }

@@ -2,8 +2,8 @@
 
 use tasker_core::state::{BatchState, StepState, TaskState};
 use tasker_store::{
-    BatchRecord, BatchStep, RefusalReason, StepChange, StepsReady, StoreError, TaskChange,
-    TransitionsApply, TransitionsOf,
+    BatchRecord, BatchStep, ChangeTarget, RefusalReason, StepChange, StepsReady, StoreError,
+    TaskChange, TransitionsApply, TransitionsOf,
 };
 use uuid::Uuid;
 
@@ -284,6 +284,86 @@ pub async fn batch_record_puts_steps_in_flight(h: &mut Harness) {
         matches!(again, Ok(ref r) if !r.recorded),
         "a complete step is refused: {again:?}"
     );
+}
+
+fn one_batch(batch_uuid: Uuid, now_ms: i64, steps: &[i64]) -> BatchRecord {
+    BatchRecord {
+        now: t(now_ms),
+        claimant: None,
+        batch_uuid,
+        worker_id: Some("w1".into()),
+        handler_class: None,
+        timeout_ms: 1_000,
+        state: BatchState::Published,
+        metadata: None,
+        steps: steps
+            .iter()
+            .map(|&step_id| BatchStep {
+                step_id,
+                expect_state: StepState::Pending,
+            })
+            .collect(),
+    }
+}
+
+pub async fn batches_record_records_each_in_order_in_one_transaction(h: &mut Harness) {
+    let s = h.store.as_ref();
+    let first_task = s.task_create(diamond("ns", "many", t(0))).await.unwrap();
+    let second_task = s.task_create(diamond("ns", "many", t(0))).await.unwrap();
+    let a1 = first_task.step_ids[0];
+    let a2 = second_task.step_ids[0];
+    let b1 = first_task.step_ids[1];
+    let b2 = second_task.step_ids[1];
+    let [x, y, z] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let outcomes = s
+        .batches_record(vec![
+            one_batch(x, 10, &[a1]),
+            // a1 is in flight in x by now: left out, while a2 goes in.
+            one_batch(y, 10, &[a1, a2]),
+            one_batch(z, 10, &[a1]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 3, "one outcome per batch");
+    assert!(outcomes[0].recorded);
+    assert_eq!(outcomes[0].included.len(), 1);
+    assert_eq!(outcomes[0].included[0].step_id, a1);
+    assert_eq!(outcomes[0].included[0].attempt, 1);
+    assert!(outcomes[0].refused.is_empty());
+    assert!(outcomes[1].recorded);
+    assert_eq!(outcomes[1].included.len(), 1);
+    assert_eq!(outcomes[1].included[0].step_id, a2);
+    assert_eq!(outcomes[1].included[0].sequence_order, 0);
+    assert_eq!(outcomes[1].refused.len(), 1);
+    assert_eq!(outcomes[1].refused[0].target, ChangeTarget::Step(a1));
+    assert!(!outcomes[2].recorded, "every step of z was taken by x");
+    assert!(matches!(
+        s.batch_get(z).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let dag = s.task_load_dag(first_task.task_id).await.unwrap();
+    assert_eq!(dag.steps[0].in_flight_batch, Some(x));
+    assert_eq!(dag.task.state, TaskState::InProgress);
+    let dag = s.task_load_dag(second_task.task_id).await.unwrap();
+    assert_eq!(dag.steps[0].in_flight_batch, Some(y));
+    assert_eq!(s.batch_get(y).await.unwrap().steps.len(), 1);
+    // One bad batch (an id already recorded) records none of the others.
+    let fresh = Uuid::new_v4();
+    let failed = s
+        .batches_record(vec![one_batch(fresh, 20, &[b1]), one_batch(x, 20, &[b2])])
+        .await;
+    assert!(failed.is_err(), "a batch id recorded twice: {failed:?}");
+    assert!(
+        matches!(s.batch_get(fresh).await, Err(StoreError::NotFound { .. })),
+        "the good batch before the bad one was rolled back"
+    );
+    let dag = s.task_load_dag(first_task.task_id).await.unwrap();
+    assert_eq!(dag.steps[1].in_flight_batch, None);
+    assert_eq!(dag.steps[1].attempts, 0);
+    let dag = s.task_load_dag(second_task.task_id).await.unwrap();
+    assert_eq!(dag.steps[1].in_flight_batch, None);
+    // Nothing to record is no error.
+    assert!(s.batches_record(Vec::new()).await.unwrap().is_empty());
 }
 
 pub async fn batch_record_leaves_out_stale_steps(h: &mut Harness) {
