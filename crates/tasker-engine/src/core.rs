@@ -60,8 +60,9 @@ pub(crate) enum Action {
         batch_id: Uuid,
         frame: Vec<u8>,
     },
-    /// `Store::batch_record`; report as `on_batch_recorded`.
-    RecordBatch { batch_id: Uuid, params: BatchRecord },
+    /// `Store::batches_record` of the batches planned since the last such write (one
+    /// transaction); report as `on_batches_recorded`.
+    RecordBatches(Vec<BatchRecord>),
     /// `Store::transitions_apply` of one group; report as `on_commit_done` with the book.
     Commit {
         params: TransitionsApply,
@@ -85,7 +86,8 @@ pub(crate) enum Action {
     DeadLetter(DeadLetterInsert),
 }
 
-/// A batch whose `batch_record` is in flight.
+/// A planned batch, until its record is committed (or refused): waiting for the next
+/// `batches_record`, or in the one in flight.
 #[derive(Debug)]
 pub(crate) struct PendingBatch {
     /// The worker it goes to; `None` for a step too large to send.
@@ -112,6 +114,10 @@ pub(crate) struct EngineCore {
     /// Batches adopted while loading tasks, to remember once the loop over steps ends.
     remembered_new: Vec<Uuid>,
     pending_batches: HashMap<Uuid, PendingBatch>,
+    /// Batches planned while a record was in flight: the next `batches_record`.
+    unrecorded: Vec<BatchRecord>,
+    /// The batches of the `batches_record` in flight that have no outcome yet.
+    recording: HashSet<Uuid>,
     pub(crate) sessions: HashMap<String, WorkerSession>,
     pub(crate) peers: HashMap<PeerId, String>,
     queue: VecDeque<(i64, usize)>,
@@ -159,6 +165,8 @@ impl EngineCore {
             remembered_order: VecDeque::new(),
             remembered_new: Vec::new(),
             pending_batches: HashMap::new(),
+            unrecorded: Vec::new(),
+            recording: HashSet::new(),
             sessions: HashMap::new(),
             peers: HashMap::new(),
             queue: VecDeque::new(),
@@ -469,8 +477,27 @@ impl EngineCore {
     // ---- dispatch ---------------------------------------------------------------------------
 
     /// Finds ready steps of changed tasks, queues them, and plans batches for workers with
-    /// credit. Also queues the finalization of tasks that have nothing left to do.
+    /// credit. Also queues the finalization of tasks that have nothing left to do. Then starts
+    /// recording the planned batches, unless a record is in flight.
     pub(crate) fn dispatch(&mut self, now: DateTime<Utc>) {
+        self.plan(now);
+        self.start_record();
+    }
+
+    /// Asks the store to record every batch planned and not yet recorded, in one transaction,
+    /// unless a record is in flight: the batches planned meanwhile wait for its outcome and go
+    /// together in the next one. So at most one dispatch write is in flight, and the store sees
+    /// few large transactions rather than one per batch.
+    pub(crate) fn start_record(&mut self) {
+        if !self.recording.is_empty() || self.unrecorded.is_empty() {
+            return;
+        }
+        let batches = std::mem::take(&mut self.unrecorded);
+        self.recording = batches.iter().map(|b| b.batch_uuid).collect();
+        self.push(Action::RecordBatches(batches));
+    }
+
+    fn plan(&mut self, now: DateTime<Utc>) {
         if self.shutting_down {
             return;
         }
@@ -630,8 +657,8 @@ impl EngineCore {
             .is_some_and(|t| t.steps[index].busy == Busy::Queued)
     }
 
-    /// Marks the steps as dispatching, reserves the worker's credit, and asks the store to
-    /// record the batch.
+    /// Marks the steps as dispatching, reserves the worker's credit, and puts the batch in line
+    /// for the next record (see [`start_record`](Self::start_record)).
     fn record_batch(
         &mut self,
         worker_id: Option<String>,
@@ -684,7 +711,59 @@ impl EngineCore {
         };
         self.pending_batches
             .insert(batch_id, PendingBatch { worker_id, steps });
-        self.push(Action::RecordBatch { batch_id, params });
+        self.unrecorded.push(params);
+    }
+
+    /// The store recorded (or refused) a group of batches, in the order asked: each is sent or
+    /// undone as [`on_batch_recorded`](Self::on_batch_recorded) says.
+    pub(crate) fn on_batches_recorded(
+        &mut self,
+        batch_ids: Vec<Uuid>,
+        result: Result<Vec<BatchRecorded>, StoreError>,
+        now: DateTime<Utc>,
+    ) {
+        match result {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for batch_id in batch_ids {
+                    match outcomes.next() {
+                        Some(recorded) => self.on_batch_recorded(batch_id, Ok(recorded), now),
+                        None => self.batch_not_recorded(
+                            batch_id,
+                            &"the store returned no outcome for it",
+                            now,
+                        ),
+                    }
+                }
+            }
+            Err(error) => {
+                for batch_id in batch_ids {
+                    self.batch_not_recorded(batch_id, &error, now);
+                }
+            }
+        }
+    }
+
+    /// Recording a batch failed: its steps wait for the next dispatch, after a pause.
+    fn batch_not_recorded(
+        &mut self,
+        batch_id: Uuid,
+        error: &dyn std::fmt::Display,
+        now: DateTime<Utc>,
+    ) {
+        self.recording.remove(&batch_id);
+        let Some(pending) = self.pending_batches.remove(&batch_id) else {
+            return;
+        };
+        tracing::error!(%batch_id, %error, "recording a batch failed; its steps wait for the next dispatch");
+        for (task_id, index, request) in &pending.steps {
+            self.release_step(batch_id, request.step_id, pending.worker_id.as_deref());
+            if let Some(task) = self.tasks.get_mut(task_id) {
+                task.steps[*index].busy = Busy::Idle;
+            }
+            self.dirty.insert(*task_id);
+        }
+        self.pause(now);
     }
 
     /// The store recorded (or refused) a batch: send it, or undo.
@@ -694,23 +773,16 @@ impl EngineCore {
         result: Result<BatchRecorded, StoreError>,
         now: DateTime<Utc>,
     ) {
-        let Some(pending) = self.pending_batches.remove(&batch_id) else {
-            return;
-        };
         let recorded = match result {
             Ok(recorded) => recorded,
             Err(error) => {
-                tracing::error!(%batch_id, %error, "recording a batch failed; its steps wait for the next dispatch");
-                for (task_id, index, request) in &pending.steps {
-                    self.release_step(batch_id, request.step_id, pending.worker_id.as_deref());
-                    if let Some(task) = self.tasks.get_mut(task_id) {
-                        task.steps[*index].busy = Busy::Idle;
-                    }
-                    self.dirty.insert(*task_id);
-                }
-                self.pause(now);
+                self.batch_not_recorded(batch_id, &error, now);
                 return;
             }
+        };
+        self.recording.remove(&batch_id);
+        let Some(pending) = self.pending_batches.remove(&batch_id) else {
+            return;
         };
         let included: HashMap<i64, u32> = recorded
             .included

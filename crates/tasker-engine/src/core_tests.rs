@@ -168,12 +168,17 @@ fn dispatch_one(core: &mut EngineCore, now: DateTime<Utc>) -> (Uuid, Vec<i64>) {
         .take_actions()
         .into_iter()
         .filter_map(|a| match a {
-            Action::RecordBatch { batch_id, params } => {
-                assert_eq!(params.worker_id.as_deref(), Some("w1"));
-                assert_eq!(params.claimant.as_deref(), Some("orchestrator-unit"));
-                Some((batch_id, params.steps.iter().map(|s| s.step_id).collect()))
-            }
+            Action::RecordBatches(batches) => Some(batches),
             _ => None,
+        })
+        .flatten()
+        .map(|params| {
+            assert_eq!(params.worker_id.as_deref(), Some("w1"));
+            assert_eq!(params.claimant.as_deref(), Some("orchestrator-unit"));
+            (
+                params.batch_uuid,
+                params.steps.iter().map(|s| s.step_id).collect(),
+            )
         })
         .collect();
     assert_eq!(recorded.len(), 1, "one batch");
@@ -673,4 +678,124 @@ fn a_result_for_a_step_lost_across_a_restart_is_fenced_not_rejected() {
         vec![(before, Some(11), AckOutcome::Fenced)],
         "the batch was sent before the restart, so its result is fenced (spec §9.4)"
     );
+}
+
+/// Another diamond: task `task_id`, step ids `task_id * 10 + 1..=4`.
+fn diamond_numbered(task_id: i64) -> TaskDag {
+    let mut dag = diamond();
+    dag.task.task_id = task_id;
+    for step in &mut dag.steps {
+        step.task_id = task_id;
+        step.step_id += (task_id - 1) * 10;
+    }
+    for edge in &mut dag.edges {
+        edge.0 += (task_id - 1) * 10;
+        edge.1 += (task_id - 1) * 10;
+    }
+    dag
+}
+
+/// The batches of the record actions among `actions`, in order: (id, step ids).
+fn records_asked(actions: &[Action]) -> Vec<Vec<(Uuid, Vec<i64>)>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RecordBatches(batches) => Some(
+                batches
+                    .iter()
+                    .map(|b| (b.batch_uuid, b.steps.iter().map(|s| s.step_id).collect()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sends(actions: &[Action]) -> Vec<Uuid> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendBatch { batch_id, .. } => Some(*batch_id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn included(batch: &(Uuid, Vec<i64>), task_id: i64) -> BatchRecorded {
+    BatchRecorded {
+        recorded: true,
+        included: batch
+            .1
+            .iter()
+            .enumerate()
+            .map(|(i, &step_id)| DispatchedStep {
+                step_id,
+                task_id,
+                attempt: 1,
+                sequence_order: i as i32,
+            })
+            .collect(),
+        refused: Vec::new(),
+    }
+}
+
+#[test]
+fn batches_planned_while_a_record_is_in_flight_are_recorded_together_and_sent_after_commit() {
+    let mut core = ready_core(10);
+    let (batch_a, steps) = dispatch_one(&mut core, t0());
+    // Two more tasks arrive, in two loop turns, while the first record is in flight.
+    core.on_tasks_loaded(vec![diamond_numbered(2)], t0());
+    core.dispatch(t0());
+    let actions = core.take_actions();
+    assert!(records_asked(&actions).is_empty(), "one record in flight");
+    core.on_tasks_loaded(vec![diamond_numbered(3)], t0());
+    core.dispatch(t0());
+    assert!(records_asked(&core.take_actions()).is_empty());
+    record(&mut core, batch_a, &steps, 1, t0());
+
+    // The next turn records both waiting batches in one write; nothing is sent before it
+    // commits.
+    core.dispatch(t0());
+    let actions = core.take_actions();
+    let groups = records_asked(&actions);
+    assert_eq!(groups.len(), 1, "one write");
+    let group = &groups[0];
+    assert_eq!(
+        group.iter().map(|b| b.1.clone()).collect::<Vec<_>>(),
+        vec![vec![21], vec![31]],
+        "in the order planned"
+    );
+    assert!(sends(&actions).is_empty());
+    core.dispatch(t0());
+    assert!(records_asked(&core.take_actions()).is_empty());
+
+    // The write fails: neither batch is sent; both steps wait out the pause and are planned
+    // again.
+    core.on_batches_recorded(
+        group.iter().map(|b| b.0).collect(),
+        Err(tasker_store::StoreError::Unavailable {
+            target: "unit".into(),
+            cause: "gone".into(),
+        }),
+        t0(),
+    );
+    assert!(sends(&core.take_actions()).is_empty());
+    core.dispatch(t0());
+    assert!(records_asked(&core.take_actions()).is_empty(), "paused");
+    let later = t0() + TimeDelta::seconds(2);
+    core.dispatch(later);
+    let groups = records_asked(&core.take_actions());
+    assert_eq!(groups.len(), 1);
+    let mut steps: Vec<i64> = groups[0].iter().flat_map(|b| b.1.clone()).collect();
+    steps.sort_unstable();
+    assert_eq!(steps, vec![21, 31], "both planned again");
+
+    // This time it commits: each batch is sent, once.
+    let outcomes = groups[0]
+        .iter()
+        .map(|b| included(b, if b.1[0] == 21 { 2 } else { 3 }))
+        .collect();
+    core.on_batches_recorded(groups[0].iter().map(|b| b.0).collect(), Ok(outcomes), later);
+    let sent = sends(&core.take_actions());
+    assert_eq!(sent, groups[0].iter().map(|b| b.0).collect::<Vec<_>>());
 }

@@ -47,9 +47,9 @@ pub(crate) enum Command {
 /// Completions of the store operations and sends the shell spawned.
 #[derive(Debug)]
 enum Internal {
-    BatchRecorded {
-        batch_id: Uuid,
-        result: Result<BatchRecorded, StoreError>,
+    BatchesRecorded {
+        batch_ids: Vec<Uuid>,
+        result: Result<Vec<BatchRecorded>, StoreError>,
     },
     SendFailed {
         batch_id: Uuid,
@@ -167,7 +167,9 @@ async fn run(
         if let Some((_, until)) = &stopping {
             // Only store completions arrive now; their follow-ups (acks, a batch recorded just
             // before the stop) still go out, so the worker runs it and the next engine gets
-            // its result.
+            // its result. Batches planned before the stop are recorded once the record in flight
+            // is done, and sent.
+            core.start_record();
             shell.execute(core.take_actions());
             if !core.has_writes_in_flight() || tokio::time::Instant::now() >= *until {
                 break;
@@ -215,8 +217,8 @@ fn handle_router_event(core: &mut EngineCore, event: RouterEvent, now: DateTime<
 
 fn handle_internal(core: &mut EngineCore, event: Internal, now: DateTime<Utc>) {
     match event {
-        Internal::BatchRecorded { batch_id, result } => {
-            core.on_batch_recorded(batch_id, result, now);
+        Internal::BatchesRecorded { batch_ids, result } => {
+            core.on_batches_recorded(batch_ids, result, now);
         }
         Internal::SendFailed { batch_id, error } => core.on_send_failed(batch_id, &error, now),
         Internal::CommitDone { book, result } => core.on_commit_done(*book, result, now),
@@ -256,12 +258,13 @@ impl Shell {
                     }
                 });
             }
-            Action::RecordBatch { batch_id, params } => {
+            Action::RecordBatches(batches) => {
                 let store = Arc::clone(&self.store);
                 let internal = self.internal.clone();
+                let batch_ids = batches.iter().map(|b| b.batch_uuid).collect();
                 tokio::spawn(async move {
-                    let result = store.batch_record(params).await;
-                    let _ = internal.send(Internal::BatchRecorded { batch_id, result });
+                    let result = store.batches_record(batches).await;
+                    let _ = internal.send(Internal::BatchesRecorded { batch_ids, result });
                 });
             }
             Action::Commit { params, book } => {

@@ -75,7 +75,8 @@
 //! One engine loop (a tokio task) owns all state, so every change is sequential. Store writes
 //! (batch records, group commits, claims) run as spawned futures whose completion is just another
 //! event: while a group commit is in flight the loop keeps receiving, and the results that arrive
-//! meanwhile form the next group (group commit without a timer). Readiness comes from each
+//! meanwhile form the next group (group commit without a timer). Dispatch is recorded the same
+//! way: one `batches_record` in flight, and the batches planned meanwhile form the next one. Readiness comes from each
 //! active task's in-memory DAG: a committed result makes its children ready at once. Time-based
 //! work (backoff expiry, step deadlines, worker liveness, heartbeats) sleeps until the earliest
 //! deadline; a slow safety-net poll ([`EngineOptions::poll_interval`]) claims tasks created by

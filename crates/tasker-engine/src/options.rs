@@ -46,7 +46,7 @@ pub struct EngineOptions {
     pub orchestrator_id: String,
     /// Most steps in one `step_batch` (1–1000; also announced as `max_steps_per_batch`). A batch
     /// never exceeds the worker's free credit either. Default 10. Too low: more frames and more
-    /// `batch_record` transactions per step; too high: a batch waits for the slowest of its
+    /// batch rows written per step; too high: a batch waits for the slowest of its
     /// steps before its completion arrives, and one lost worker loses more steps at once.
     pub batch_size: usize,
     /// How often each side sends heartbeats (announced in `welcome`; a worker may ask for

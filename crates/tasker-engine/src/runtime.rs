@@ -23,7 +23,7 @@ pub(crate) enum Busy {
     Idle,
     /// Ready and waiting in the dispatch queue for a worker with credit.
     Queued,
-    /// Chosen for a batch whose `batch_record` is in flight.
+    /// Chosen for a batch whose record is waiting or in flight.
     Dispatching,
     /// A change of its state is in the commit in flight.
     Committing,
