@@ -102,6 +102,41 @@ pub struct TaskDag {
     pub edges: Vec<(i64, i64)>,
 }
 
+/// Puts tasks, steps (in template order per task) and edges (sorted per task), read for several
+/// tasks at once, together into one [`TaskDag`] per task, in the order of `asked`, each once;
+/// asked ids without a task row are left out.
+pub(crate) fn dags_in_order(
+    asked: &[i64],
+    tasks: Vec<TaskRecord>,
+    steps: Vec<StepRecord>,
+    edges: Vec<(i64, i64, i64)>,
+) -> Vec<TaskDag> {
+    let mut dags: std::collections::HashMap<i64, TaskDag> = tasks
+        .into_iter()
+        .map(|task| {
+            (
+                task.task_id,
+                TaskDag {
+                    task,
+                    steps: Vec::new(),
+                    edges: Vec::new(),
+                },
+            )
+        })
+        .collect();
+    for step in steps {
+        if let Some(dag) = dags.get_mut(&step.task_id) {
+            dag.steps.push(step);
+        }
+    }
+    for (task_id, from, to) in edges {
+        if let Some(dag) = dags.get_mut(&task_id) {
+            dag.edges.push((from, to));
+        }
+    }
+    asked.iter().filter_map(|id| dags.remove(id)).collect()
+}
+
 /// The outcome of [`Store::task_create`](crate::Store::task_create).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskCreated {

@@ -62,6 +62,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A task with its steps (current states) and edges.
     async fn task_load_dag(&self, task_id: i64) -> StoreResult<TaskDag>;
 
+    /// Several tasks with their steps and edges, read in one snapshot with one query per table
+    /// (what [`task_load_dag`](Self::task_load_dag) returns for each). In the order asked, each
+    /// once; ids of tasks that do not exist are left out.
+    async fn tasks_load_dags(&self, task_ids: Vec<i64>) -> StoreResult<Vec<TaskDag>>;
+
     /// Tasks for the API, filtered, newest first.
     async fn tasks_list(&self, params: TasksList) -> StoreResult<Page<TaskRecord>>;
 

@@ -147,6 +147,14 @@ impl Store for CountingStore {
         timed!(self, "task_load_dag", self.inner.task_load_dag(task_id))
     }
 
+    async fn tasks_load_dags(&self, task_ids: Vec<i64>) -> StoreResult<Vec<TaskDag>> {
+        timed!(
+            self,
+            "tasks_load_dags",
+            self.inner.tasks_load_dags(task_ids)
+        )
+    }
+
     async fn tasks_list(&self, params: TasksList) -> StoreResult<Page<TaskRecord>> {
         timed!(self, "tasks_list", self.inner.tasks_list(params))
     }

@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use super::rows::{self, step_select, task_select};
 use crate::error::{FailResult, StoreError};
 use crate::params::{NewTask, TasksActive, TasksClaim, TasksLease, TasksList, page_size};
-use crate::records::{Page, TaskCreated, TaskDag, TaskRecord};
+use crate::records::{Page, TaskCreated, TaskDag, TaskRecord, dags_in_order};
 use crate::time::to_ms;
 
 /// Finds or creates the named task (template row) and its namespace. Concurrent creators of the
@@ -235,6 +235,40 @@ pub(crate) async fn task_get(conn: &mut PgConnection, task_id: i64) -> FailResul
             id: task_id.to_string(),
         })?;
     Ok(rows::task(&row)?)
+}
+
+/// Several tasks with their steps and edges, one query per table (the caller provides a
+/// snapshot transaction).
+pub(crate) async fn tasks_load_dags(
+    conn: &mut PgConnection,
+    task_ids: &[i64],
+) -> FailResult<Vec<TaskDag>> {
+    let tasks = sqlx::query(concat!(task_select!(), "WHERE t.task_id = ANY($1)"))
+        .bind(task_ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(rows::task)
+        .collect::<Result<Vec<_>, _>>()?;
+    let steps = sqlx::query(concat!(
+        step_select!(),
+        "WHERE s.task_id = ANY($1) ORDER BY s.task_id, s.position"
+    ))
+    .bind(task_ids)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(rows::step)
+    .collect::<Result<Vec<_>, _>>()?;
+    let edges: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT task_id, from_step_id, to_step_id FROM tasker_step_edges
+         WHERE task_id = ANY($1)
+         ORDER BY task_id, from_step_id, to_step_id",
+    )
+    .bind(task_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(dags_in_order(task_ids, tasks, steps, edges))
 }
 
 /// A task with its steps and edges (the caller provides a snapshot transaction).

@@ -199,6 +199,13 @@ impl Store for SqliteStore {
         read_tx!(self, conn => tasks::task_load_dag(conn, task_id))
     }
 
+    async fn tasks_load_dags(&self, task_ids: Vec<i64>) -> StoreResult<Vec<TaskDag>> {
+        if task_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        read_tx!(self, conn => tasks::tasks_load_dags(conn, &task_ids))
+    }
+
     async fn tasks_list(&self, params: TasksList) -> StoreResult<Page<TaskRecord>> {
         read_tx!(self, conn => tasks::tasks_list(conn, &params))
     }

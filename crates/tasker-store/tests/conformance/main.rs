@@ -50,6 +50,7 @@ conformance! {
     tasks::task_create_is_idempotent_per_template,
     tasks::task_create_rejects_bad_input_writing_nothing,
     tasks::missing_rows_are_not_found,
+    tasks::tasks_load_dags_reads_each_as_task_load_dag_does,
     tasks::tasks_list_filters_and_paginates,
     tasks::steps_list_filters_and_paginates,
     tasks::restart_loses_nothing_committed,

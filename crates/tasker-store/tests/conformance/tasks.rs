@@ -218,6 +218,45 @@ pub async fn missing_rows_are_not_found(h: &mut Harness) {
     );
 }
 
+pub async fn tasks_load_dags_reads_each_as_task_load_dag_does(h: &mut Harness) {
+    let s = h.store.as_ref();
+    let first = s.task_create(diamond("ns", "dags", t(0))).await.unwrap();
+    let mut linear = diamond("ns", "linear", t(1));
+    linear.steps.truncate(2);
+    linear.edges = vec![(0, 1)];
+    let second = s.task_create(linear).await.unwrap();
+    let mut lone = diamond("ns", "lone", t(2));
+    lone.steps.truncate(1);
+    lone.edges = Vec::new();
+    let third = s.task_create(lone).await.unwrap();
+    // Different states: the first task's root is done, the second's in flight.
+    run_ok(s, &first.step_ids[..1], t(3)).await;
+    crate::fixtures::dispatch(s, &second.step_ids[..1], t(4)).await;
+    let mut expected = Vec::new();
+    for id in [third.task_id, first.task_id, second.task_id] {
+        expected.push(s.task_load_dag(id).await.unwrap());
+    }
+    let loaded = s
+        .tasks_load_dags(vec![
+            third.task_id,
+            987_654,
+            first.task_id,
+            third.task_id,
+            second.task_id,
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        loaded, expected,
+        "in the order asked, each once, unknown ids left out"
+    );
+    assert_eq!(loaded[1].steps.len(), 4);
+    assert_eq!(loaded[1].edges.len(), 4);
+    assert_eq!(loaded[2].steps[0].state, StepState::InProgress);
+    assert!(s.tasks_load_dags(Vec::new()).await.unwrap().is_empty());
+    assert!(s.tasks_load_dags(vec![987_654]).await.unwrap().is_empty());
+}
+
 pub async fn tasks_list_filters_and_paginates(h: &mut Harness) {
     let mut ids = Vec::new();
     for i in 0..7 {
