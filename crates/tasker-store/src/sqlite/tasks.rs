@@ -222,7 +222,7 @@ pub(crate) async fn tasks_load_dags(
         task_select!(),
         "WHERE t.task_id IN (SELECT value FROM json_each($1))"
     ))
-    .bind(&ids)
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await?
     .iter()
@@ -232,7 +232,7 @@ pub(crate) async fn tasks_load_dags(
         step_select!(),
         "WHERE s.task_id IN (SELECT value FROM json_each($1)) ORDER BY s.task_id, s.position"
     ))
-    .bind(&ids)
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await?
     .iter()
@@ -243,7 +243,7 @@ pub(crate) async fn tasks_load_dags(
          WHERE task_id IN (SELECT value FROM json_each($1))
          ORDER BY task_id, from_step_id, to_step_id",
     )
-    .bind(&ids)
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
     Ok(dags_in_order(task_ids, tasks, steps, edges))
