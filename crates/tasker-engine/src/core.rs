@@ -133,6 +133,9 @@ pub(crate) struct EngineCore {
     waiters: HashMap<i64, Vec<Waiter>>,
     claim_in_flight: bool,
     claim_again: bool,
+    /// Tasks awaited while a claim round was in flight or asked for, not held: read once the
+    /// claims end, unless one of them took the task on.
+    checks_after_claim: HashSet<i64>,
     pub(crate) recovered: bool,
     to_release: Vec<i64>,
     next_poll: DateTime<Utc>,
@@ -181,6 +184,7 @@ impl EngineCore {
             waiters: HashMap::new(),
             claim_in_flight: false,
             claim_again: false,
+            checks_after_claim: HashSet::new(),
             recovered: false,
             to_release: Vec::new(),
             next_poll,
@@ -246,6 +250,14 @@ impl EngineCore {
         if self.claim_again {
             self.claim_again = false;
             self.request_claim();
+        }
+        if !self.claim_in_flight {
+            let awaited: Vec<i64> = self.checks_after_claim.drain().collect();
+            for task_id in awaited {
+                if self.waiters.contains_key(&task_id) && !self.tasks.contains_key(&task_id) {
+                    self.push(Action::CheckTask(task_id));
+                }
+            }
         }
     }
 
@@ -437,7 +449,14 @@ impl EngineCore {
         }
         let held = self.tasks.contains_key(&task_id);
         self.waiters.entry(task_id).or_default().push(reply);
-        if !held {
+        if held {
+            return;
+        }
+        if self.claim_in_flight {
+            // Most likely a task just created, which that claim round (or the one it asked for)
+            // takes on and loads: read it only if the claims end without it.
+            self.checks_after_claim.insert(task_id);
+        } else {
             self.push(Action::CheckTask(task_id));
         }
     }

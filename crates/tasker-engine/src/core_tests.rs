@@ -799,3 +799,53 @@ fn batches_planned_while_a_record_is_in_flight_are_recorded_together_and_sent_af
     let sent = sends(&core.take_actions());
     assert_eq!(sent, groups[0].iter().map(|b| b.0).collect::<Vec<_>>());
 }
+
+fn checks(actions: &[Action]) -> Vec<i64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CheckTask(task_id) => Some(*task_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_task_awaited_during_a_claim_is_read_only_if_the_claims_do_not_take_it_on() {
+    let mut core = EngineCore::new(options(), Arc::new(StatsCounters::default()), t0());
+    core.take_actions();
+    // Tasks 1 and 2 are awaited while the first claim round runs; a third is created meanwhile,
+    // so another round follows.
+    let (reply_1, _wait_1) = tokio::sync::oneshot::channel();
+    let (reply_2, _wait_2) = tokio::sync::oneshot::channel();
+    core.on_await(1, reply_1);
+    core.on_await(2, reply_2);
+    core.request_claim();
+    assert!(
+        checks(&core.take_actions()).is_empty(),
+        "the claim may load them"
+    );
+    core.on_tasks_loaded(vec![diamond()], t0());
+    core.on_claim_done(Ok(false));
+    let actions = core.take_actions();
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::ClaimTasks { .. })),
+        "the round asked for meanwhile"
+    );
+    assert!(checks(&actions).is_empty(), "claims still running");
+    core.on_claim_done(Ok(false));
+    assert_eq!(
+        checks(&core.take_actions()),
+        vec![2],
+        "task 1 was taken on; task 2 is read"
+    );
+    // With no claim running, an awaited task that is not held is read at once.
+    let (reply_3, _wait_3) = tokio::sync::oneshot::channel();
+    core.on_await(3, reply_3);
+    assert_eq!(checks(&core.take_actions()), vec![3]);
+    let (reply_1, _wait_1) = tokio::sync::oneshot::channel();
+    core.on_await(1, reply_1);
+    assert!(checks(&core.take_actions()).is_empty(), "held");
+}

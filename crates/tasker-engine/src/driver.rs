@@ -2,6 +2,7 @@
 //! completions and timer ticks, hands them to the [`EngineCore`], and executes the actions it
 //! returns — sending frames and spawning store operations whose completions come back as events.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ use crate::task::TaskOutcome;
 
 /// Most frames taken from the socket in one go before the core gets to commit and dispatch.
 const FRAMES_PER_TURN: usize = 1024;
+/// Tasks loaded per store call.
+const LOAD_CHUNK: usize = 100;
 /// Tasks newly claimed per claim round.
 const CLAIM_LIMIT: u32 = 500;
 /// Longest wait for writes in flight when stopping.
@@ -60,7 +63,7 @@ enum Internal {
         result: Result<TransitionsApplied, StoreError>,
     },
     TasksLoaded(Vec<TaskDag>),
-    TaskLoadFailed(i64, StoreError),
+    TasksLoadFailed(Vec<i64>, StoreError),
     ClaimDone(Result<bool, StoreError>),
     LeasesRenewed {
         asked: Vec<i64>,
@@ -223,7 +226,11 @@ fn handle_internal(core: &mut EngineCore, event: Internal, now: DateTime<Utc>) {
         Internal::SendFailed { batch_id, error } => core.on_send_failed(batch_id, &error, now),
         Internal::CommitDone { book, result } => core.on_commit_done(*book, result, now),
         Internal::TasksLoaded(dags) => core.on_tasks_loaded(dags, now),
-        Internal::TaskLoadFailed(task_id, error) => core.on_task_load_failed(task_id, &error),
+        Internal::TasksLoadFailed(task_ids, error) => {
+            for task_id in task_ids {
+                core.on_task_load_failed(task_id, &error);
+            }
+        }
         Internal::ClaimDone(result) => core.on_claim_done(result),
         Internal::LeasesRenewed { asked, result } => core.on_leases_renewed(asked, result),
         Internal::TaskChecked { task_id, result } => core.on_task_checked(task_id, *result, now),
@@ -420,21 +427,26 @@ async fn claim_tasks(
     Ok((ids, more))
 }
 
-/// Loads tasks' DAGs and reports them in chunks.
+/// Loads tasks' DAGs, [`LOAD_CHUNK`] tasks per store call, and reports each chunk.
 async fn load_tasks(store: &dyn Store, ids: Vec<i64>, internal: &mpsc::UnboundedSender<Internal>) {
-    let mut loaded = Vec::new();
-    for task_id in ids {
-        match store.task_load_dag(task_id).await {
-            Ok(dag) => loaded.push(dag),
+    for chunk in ids.chunks(LOAD_CHUNK) {
+        match store.tasks_load_dags(chunk.to_vec()).await {
+            Ok(loaded) => {
+                let found: HashSet<i64> = loaded.iter().map(|dag| dag.task.task_id).collect();
+                for &task_id in chunk.iter().filter(|id| !found.contains(id)) {
+                    let error = StoreError::NotFound {
+                        what: "task",
+                        id: task_id.to_string(),
+                    };
+                    let _ = internal.send(Internal::TasksLoadFailed(vec![task_id], error));
+                }
+                if !loaded.is_empty() {
+                    let _ = internal.send(Internal::TasksLoaded(loaded));
+                }
+            }
             Err(error) => {
-                let _ = internal.send(Internal::TaskLoadFailed(task_id, error));
+                let _ = internal.send(Internal::TasksLoadFailed(chunk.to_vec(), error));
             }
         }
-        if loaded.len() >= 100 {
-            let _ = internal.send(Internal::TasksLoaded(std::mem::take(&mut loaded)));
-        }
-    }
-    if !loaded.is_empty() {
-        let _ = internal.send(Internal::TasksLoaded(loaded));
     }
 }
