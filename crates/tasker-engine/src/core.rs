@@ -120,6 +120,9 @@ pub(crate) struct EngineCore {
     recording: HashSet<Uuid>,
     pub(crate) sessions: HashMap<String, WorkerSession>,
     pub(crate) peers: HashMap<PeerId, String>,
+    /// Ready steps of started tasks (a step has run or been tried): dispatched first.
+    started_queue: VecDeque<(i64, usize)>,
+    /// Ready steps of tasks not started yet: dispatched with the credit the started ones leave.
     queue: VecDeque<(i64, usize)>,
     pub(crate) dirty: HashSet<i64>,
     deadlines: BinaryHeap<Reverse<(DateTime<Utc>, i64, Uuid)>>,
@@ -172,6 +175,7 @@ impl EngineCore {
             recording: HashSet::new(),
             sessions: HashMap::new(),
             peers: HashMap::new(),
+            started_queue: VecDeque::new(),
             queue: VecDeque::new(),
             dirty: HashSet::new(),
             deadlines: BinaryHeap::new(),
@@ -530,10 +534,19 @@ impl EngineCore {
             }
             let views = task.views();
             let ready = ready_steps(&views, now);
+            let started = task
+                .steps
+                .iter()
+                .any(|s| s.attempts > 0 || s.state != StepState::Pending);
+            let queue = if started {
+                &mut self.started_queue
+            } else {
+                &mut self.queue
+            };
             for &index in &ready {
                 if task.steps[index].busy == Busy::Idle {
                     task.steps[index].busy = Busy::Queued;
-                    self.queue.push_back((task_id, index));
+                    queue.push_back((task_id, index));
                 }
             }
             if let Some(at) = next_wakeup(&views, now) {
@@ -568,15 +581,17 @@ impl EngineCore {
 
     fn plan_dispatch(&mut self, now: DateTime<Utc>) {
         // Stale entries (finished tasks, steps no longer waiting) are dropped lazily: here at
-        // the head, and below within the part of the queue this turn looks at, so a turn costs
+        // the heads, and below within the part of the queues this turn looks at, so a turn costs
         // what it plans rather than the length of the backlog.
-        while let Some(&(task_id, index)) = self.queue.front() {
-            if self.is_queued(task_id, index) {
-                break;
+        for queue in [&mut self.started_queue, &mut self.queue] {
+            while let Some(&(task_id, index)) = queue.front() {
+                if is_queued(&self.tasks, task_id, index) {
+                    break;
+                }
+                queue.pop_front();
             }
-            self.queue.pop_front();
         }
-        if self.queue.is_empty() {
+        if self.started_queue.is_empty() && self.queue.is_empty() {
             return;
         }
         let mut workers: Vec<WorkerCredit> = self
@@ -604,12 +619,18 @@ impl EngineCore {
         let mut candidates = Vec::new();
         let mut requests: HashMap<(i64, usize), StepRequest> = HashMap::new();
         let mut taken = 0;
-        let mut scanned = 0;
-        for &(task_id, index) in &self.queue {
+        // Entries looked at in each queue; started tasks' steps first, each queue in order.
+        let mut scanned = [0, 0];
+        let entries = self
+            .started_queue
+            .iter()
+            .map(|&entry| (0, entry))
+            .chain(self.queue.iter().map(|&entry| (1, entry)));
+        for (which, (task_id, index)) in entries {
             if taken >= total_credit {
                 break;
             }
-            scanned += 1;
+            scanned[which] += 1;
             let Some(task) = self.tasks.get(&task_id) else {
                 continue;
             };
@@ -661,19 +682,17 @@ impl EngineCore {
             }
         }
         // Only the entries looked at can have been planned; keep those still waiting, in order.
-        let looked_at: Vec<(i64, usize)> = self.queue.drain(..scanned).collect();
-        for &(task_id, index) in looked_at.iter().rev() {
-            if self.is_queued(task_id, index) {
-                self.queue.push_front((task_id, index));
+        for (queue, scanned) in [&mut self.started_queue, &mut self.queue]
+            .into_iter()
+            .zip(scanned)
+        {
+            let looked_at: Vec<(i64, usize)> = queue.drain(..scanned).collect();
+            for &(task_id, index) in looked_at.iter().rev() {
+                if is_queued(&self.tasks, task_id, index) {
+                    queue.push_front((task_id, index));
+                }
             }
         }
-    }
-
-    /// Whether a queue entry still stands for a step waiting to be dispatched.
-    fn is_queued(&self, task_id: i64, index: usize) -> bool {
-        self.tasks
-            .get(&task_id)
-            .is_some_and(|t| t.steps[index].busy == Busy::Queued)
     }
 
     /// Marks the steps as dispatching, reserves the worker's credit, and puts the batch in line
@@ -1310,4 +1329,11 @@ pub(crate) fn delta(duration: Duration) -> TimeDelta {
 /// Whole milliseconds of a duration (saturating).
 pub(crate) fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether a dispatch queue entry still stands for a step waiting to be dispatched.
+fn is_queued(tasks: &HashMap<i64, TaskRuntime>, task_id: i64, index: usize) -> bool {
+    tasks
+        .get(&task_id)
+        .is_some_and(|t| t.steps[index].busy == Busy::Queued)
 }

@@ -849,3 +849,59 @@ fn a_task_awaited_during_a_claim_is_read_only_if_the_claims_do_not_take_it_on() 
     core.on_await(1, reply_1);
     assert!(checks(&core.take_actions()).is_empty(), "held");
 }
+
+/// Delivers a step's result, commits it, and checks it is acknowledged as applied.
+fn complete_step(core: &mut EngineCore, batch_id: Uuid, step_id: i64, now: DateTime<Utc>) {
+    core.on_frame(
+        peer(),
+        completed(batch_id, step_id, 1, json!({ "step": step_id })),
+        now,
+        Instant::now(),
+    );
+    let (params, book) = commit(core, now);
+    let answer = applied(&params);
+    core.on_commit_done(book, Ok(answer), now);
+    assert_eq!(
+        acks(&core.take_actions()),
+        vec![(batch_id, Some(step_id), AckOutcome::Applied)]
+    );
+}
+
+#[test]
+fn steps_of_started_tasks_are_dispatched_before_the_roots_of_waiting_tasks() {
+    let mut core = ready_core(2);
+    let (batch_a, steps) = dispatch_one(&mut core, t0());
+    assert_eq!(steps, vec![11]);
+    record(&mut core, batch_a, &steps, 1, t0());
+
+    // A task not yet started arrives. Nothing of a started task is ready, so its root goes out
+    // with the credit left.
+    core.on_tasks_loaded(vec![diamond_numbered(2)], t0());
+    let batch_2 = dispatch_one(&mut core, t0());
+    assert_eq!(batch_2.1, vec![21]);
+    core.on_batch_recorded(batch_2.0, Ok(included(&batch_2, 2)), t0());
+    assert_eq!(sends(&core.take_actions()), vec![batch_2.0]);
+
+    // A backlog of tasks not yet started queues up while no credit is free.
+    for task_id in [3, 4] {
+        core.on_tasks_loaded(vec![diamond_numbered(task_id)], t0());
+        core.dispatch(t0());
+        assert!(records_asked(&core.take_actions()).is_empty(), "no credit");
+    }
+
+    // Task 1's root completes: its children were made ready after roots 31 and 41 were
+    // queued, yet go first.
+    let t1 = t0() + TimeDelta::milliseconds(5);
+    complete_step(&mut core, batch_a, 11, t1);
+    let batch_b = dispatch_one(&mut core, t1);
+    assert_eq!(batch_b.1, vec![12], "a child of a started task before roots 31, 41");
+    core.on_batch_recorded(batch_b.0, Ok(included(&batch_b, 1)), t1);
+    assert_eq!(sends(&core.take_actions()), vec![batch_b.0]);
+
+    // Task 2's root completes too; started tasks' steps keep their order: task 1's step c,
+    // made ready first, goes before task 2's children.
+    let t2 = t1 + TimeDelta::milliseconds(5);
+    complete_step(&mut core, batch_2.0, 21, t2);
+    let batch_c = dispatch_one(&mut core, t2);
+    assert_eq!(batch_c.1, vec![13], "first in, first out among started tasks");
+}
