@@ -77,7 +77,9 @@
 //! event: while a group commit is in flight the loop keeps receiving, and the results that arrive
 //! meanwhile form the next group (group commit without a timer). Dispatch is recorded the same
 //! way: one `batches_record` in flight, and the batches planned meanwhile form the next one. Readiness comes from each
-//! active task's in-memory DAG: a committed result makes its children ready at once. Time-based
+//! active task's in-memory DAG: a committed result makes its children ready at once, and ready
+//! steps of tasks already started (children, retries) are dispatched before the first steps of
+//! tasks not yet started, first-in first-out within each (ADR 0004). Time-based
 //! work (backoff expiry, step deadlines, worker liveness, heartbeats) sleeps until the earliest
 //! deadline; a slow safety-net poll ([`EngineOptions::poll_interval`]) claims tasks created by
 //! other processes. Tasks are claimed with leases under [`EngineOptions::orchestrator_id`], and
