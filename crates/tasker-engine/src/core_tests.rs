@@ -894,7 +894,11 @@ fn steps_of_started_tasks_are_dispatched_before_the_roots_of_waiting_tasks() {
     let t1 = t0() + TimeDelta::milliseconds(5);
     complete_step(&mut core, batch_a, 11, t1);
     let batch_b = dispatch_one(&mut core, t1);
-    assert_eq!(batch_b.1, vec![12], "a child of a started task before roots 31, 41");
+    assert_eq!(
+        batch_b.1,
+        vec![12],
+        "a child of a started task before roots 31, 41"
+    );
     core.on_batch_recorded(batch_b.0, Ok(included(&batch_b, 1)), t1);
     assert_eq!(sends(&core.take_actions()), vec![batch_b.0]);
 
@@ -903,5 +907,9 @@ fn steps_of_started_tasks_are_dispatched_before_the_roots_of_waiting_tasks() {
     let t2 = t1 + TimeDelta::milliseconds(5);
     complete_step(&mut core, batch_2.0, 21, t2);
     let batch_c = dispatch_one(&mut core, t2);
-    assert_eq!(batch_c.1, vec![13], "first in, first out among started tasks");
+    assert_eq!(
+        batch_c.1,
+        vec![13],
+        "first in, first out among started tasks"
+    );
 }
