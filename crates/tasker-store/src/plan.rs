@@ -5,13 +5,13 @@
 //! and writes the resulting [`ChangePlan`] in bulk. Keeping the compare-and-set logic here, once,
 //! is what makes both backends refuse exactly the same changes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
 use tasker_core::state::{BatchState, StateMachine, StepState, TaskState, Transition};
 use uuid::Uuid;
 
-use crate::error::{ChangeTarget, Refusal, RefusalReason};
+use crate::error::{ChangeTarget, Refusal, RefusalReason, StoreError};
 use crate::params::{BatchStep, ChangeSet, LedgerEntry, StepChange};
 use crate::records::{DispatchedStep, RefusedSet};
 
@@ -113,6 +113,56 @@ pub(crate) struct Snapshots {
     pub steps: HashMap<i64, StepSnapshot>,
     pub tasks: HashMap<i64, TaskSnapshot>,
     pub batches: HashMap<Uuid, BatchSnapshot>,
+}
+
+/// The rows a set of changes touches: what a backend locks and loads before planning.
+#[derive(Debug, Default)]
+pub(crate) struct TouchedIds {
+    pub step_ids: BTreeSet<i64>,
+    /// Tasks named by task changes; add the tasks of the loaded steps with [`Self::tasks_of`].
+    pub task_ids: BTreeSet<i64>,
+    pub batch_uuids: BTreeSet<Uuid>,
+}
+
+impl TouchedIds {
+    pub(crate) fn of(changes: &[ChangeSet]) -> Self {
+        Self {
+            step_ids: changes
+                .iter()
+                .flat_map(|set| set.steps.iter().map(|c| c.step_id))
+                .collect(),
+            task_ids: changes
+                .iter()
+                .flat_map(|set| set.tasks.iter().map(|c| c.task_id))
+                .collect(),
+            batch_uuids: changes
+                .iter()
+                .flat_map(|set| set.batches.iter().map(|c| c.batch_uuid))
+                .collect(),
+        }
+    }
+
+    /// The tasks to load: those named by task changes and those owning the loaded steps.
+    pub(crate) fn tasks_of(&self, steps: &HashMap<i64, StepSnapshot>) -> BTreeSet<i64> {
+        let mut ids = self.task_ids.clone();
+        ids.extend(steps.values().map(|s| s.task_id));
+        ids
+    }
+}
+
+impl ChangePlan {
+    /// With `all_or_nothing`, any refused set refuses everything: the conflict to return.
+    pub(crate) fn all_or_nothing_conflict(&mut self, all_or_nothing: bool) -> Option<StoreError> {
+        if !all_or_nothing || self.refused.is_empty() {
+            return None;
+        }
+        Some(StoreError::Conflict {
+            refused: std::mem::take(&mut self.refused)
+                .into_iter()
+                .flat_map(|set| set.refusals)
+                .collect(),
+        })
+    }
 }
 
 /// Is `state` one a task can be finished in (sets `completed_at`)?

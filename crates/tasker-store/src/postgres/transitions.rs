@@ -11,11 +11,11 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{ledger, rows};
-use crate::error::{FailResult, StoreError};
+use crate::error::FailResult;
 use crate::params::{TransitionsApply, TransitionsOf};
 use crate::plan::{
-    BatchSnapshot, ChangePlan, Snapshots, StepSnapshot, TaskSnapshot, TransitionRow, plan_changes,
-    task_state_is_final,
+    BatchSnapshot, ChangePlan, Snapshots, StepSnapshot, TaskSnapshot, TouchedIds, TransitionRow,
+    plan_changes, task_state_is_final,
 };
 use crate::records::{TransitionRecord, TransitionsApplied};
 use crate::time::to_ms;
@@ -153,27 +153,12 @@ pub(crate) async fn transitions_apply(
     params: &TransitionsApply,
 ) -> FailResult<TransitionsApplied> {
     let now = to_ms(params.now);
-    let step_ids: BTreeSet<i64> = params
-        .changes
-        .iter()
-        .flat_map(|set| set.steps.iter().map(|c| c.step_id))
-        .collect();
-    let steps = load_steps(conn, &step_ids, true).await?;
-    let task_ids: BTreeSet<i64> = params
-        .changes
-        .iter()
-        .flat_map(|set| set.tasks.iter().map(|c| c.task_id))
-        .chain(steps.values().map(|s| s.task_id))
-        .collect();
-    let tasks = load_tasks(conn, &task_ids).await?;
-    let batch_uuids: BTreeSet<Uuid> = params
-        .changes
-        .iter()
-        .flat_map(|set| set.batches.iter().map(|c| c.batch_uuid))
-        .collect();
-    let batches = load_batches(conn, &batch_uuids).await?;
+    let ids = TouchedIds::of(&params.changes);
+    let steps = load_steps(conn, &ids.step_ids, true).await?;
+    let tasks = load_tasks(conn, &ids.tasks_of(&steps)).await?;
+    let batches = load_batches(conn, &ids.batch_uuids).await?;
 
-    let plan = plan_changes(
+    let mut plan = plan_changes(
         Snapshots {
             steps,
             tasks,
@@ -183,15 +168,8 @@ pub(crate) async fn transitions_apply(
         params.claimant.as_deref(),
         now,
     );
-    if params.all_or_nothing && !plan.refused.is_empty() {
-        return Err(StoreError::Conflict {
-            refused: plan
-                .refused
-                .into_iter()
-                .flat_map(|set| set.refusals)
-                .collect(),
-        }
-        .into());
+    if let Some(conflict) = plan.all_or_nothing_conflict(params.all_or_nothing) {
+        return Err(conflict.into());
     }
 
     let ledger = ledger::append(conn, &params.ledger, now, &plan.ledger_errors).await?;
