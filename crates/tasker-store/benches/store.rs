@@ -68,6 +68,7 @@ fn diamond() -> NewTask {
         steps: vec![step("a"), step("b"), step("c"), step("d")],
         edges: vec![(0, 1), (0, 2), (1, 3), (2, 3)],
         now: now(),
+        claim: None,
     }
 }
 
@@ -255,6 +256,8 @@ fn results(batch: Uuid, steps: &[i64]) -> TransitionsApply {
             })
             .collect(),
         all_or_nothing: false,
+        batches: Vec::new(),
+        tasks: Vec::new(),
     }
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What went wrong in a store operation. Each kind names its cause in its message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The database URL could not be understood (bad syntax, unknown scheme, bad option).
@@ -154,6 +154,12 @@ pub enum RefusalReason {
     },
     /// Another change in the same set was refused, and the set is all-or-nothing.
     SetRefused,
+    /// The step cannot be dispatched: some of its parents are not `complete` or
+    /// `resolved_manually`.
+    ParentsNotDone {
+        /// How many parents are not done.
+        unmet: i32,
+    },
 }
 
 impl fmt::Display for RefusalReason {
@@ -177,6 +183,12 @@ impl fmt::Display for RefusalReason {
             RefusalReason::AlreadyResolved => f.write_str("already resolved"),
             RefusalReason::NotAllowed { detail } => write!(f, "not allowed: {detail}"),
             RefusalReason::SetRefused => f.write_str("another change in the same set was refused"),
+            RefusalReason::ParentsNotDone { unmet } => {
+                write!(
+                    f,
+                    "{unmet} of its parents not complete or resolved manually"
+                )
+            }
         }
     }
 }

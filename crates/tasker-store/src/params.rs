@@ -41,6 +41,19 @@ pub struct NewTask {
     pub edges: Vec<(usize, usize)>,
     /// Creation time.
     pub now: DateTime<Utc>,
+    /// When set, the task is created already claimed: by this orchestrator, until this time
+    /// (an engine creating a task it will drive itself, in the same transaction). A repeated
+    /// idempotency key leaves the existing task's claim as it is.
+    pub claim: Option<TaskClaim>,
+}
+
+/// The claim a task is created with ([`NewTask::claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskClaim {
+    /// The orchestrator holding it.
+    pub orchestrator_id: String,
+    /// When its lease ends.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// One step of a [`NewTask`].
@@ -307,6 +320,18 @@ pub struct TransitionsApply {
     /// When true, one refused set refuses every set: nothing but the ledger is written and the
     /// call fails with [`StoreError::Conflict`](crate::StoreError::Conflict).
     pub all_or_nothing: bool,
+    /// Dispatches recorded in the same transaction, after the change sets, each exactly as
+    /// [`Store::batches_record`](crate::Store::batches_record) would: a step whose parents the
+    /// change sets just completed can be dispatched in the commit that completes them (one
+    /// commit per handoff). A step whose parents are not all `complete` or
+    /// `resolved_manually` once the change sets are applied (say, its parent's set was refused)
+    /// is left out and reported.
+    pub batches: Vec<BatchRecord>,
+    /// Tasks created in the same transaction, before the change sets, each exactly as
+    /// [`Store::task_create`](crate::Store::task_create) would (so concurrent creations share
+    /// one commit with the results in flight). An invalid task fails the whole call: check
+    /// tasks with [`NewTask::validate`] before putting them in a group.
+    pub tasks: Vec<NewTask>,
 }
 
 /// One step of a batch to record: it must be in `expect_state` and not in flight.
@@ -413,6 +438,11 @@ pub(crate) fn page_size(limit: u32, default: u32, max: u32) -> i64 {
 impl NewTask {
     /// Checks what the store needs to store the task: steps present with unique names, edges
     /// pointing at steps, no self-loops or repeated edges.
+    pub fn validate(&self) -> Result<(), crate::error::StoreError> {
+        self.check()
+    }
+
+    /// [`Self::validate`], under the name the backends use.
     pub(crate) fn check(&self) -> Result<(), crate::error::StoreError> {
         let invalid = |reason: String| crate::error::StoreError::InvalidInput { reason };
         if self.steps.is_empty() {

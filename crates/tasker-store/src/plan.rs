@@ -24,6 +24,8 @@ pub(crate) struct StepSnapshot {
     pub in_flight: Option<Uuid>,
     pub attempts: i32,
     pub last_sort_key: i32,
+    /// Parents not yet `complete` or `resolved_manually`.
+    pub unmet_parents: i32,
 }
 
 /// The stored facts about a task.
@@ -590,6 +592,12 @@ pub(crate) fn plan_batch(
             }));
             continue;
         }
+        if step.unmet_parents > 0 {
+            plan.refused.push(refuse(RefusalReason::ParentsNotDone {
+                unmet: step.unmet_parents,
+            }));
+            continue;
+        }
         let Some(task) = snapshots.tasks.get(&step.task_id) else {
             plan.refused.push(refuse(RefusalReason::NotFound));
             continue;
@@ -640,6 +648,127 @@ pub(crate) fn plan_batch(
         }
     }
     plan
+}
+
+/// One batch row to insert, for [`BatchesPlan`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BatchRow {
+    pub batch_uuid: Uuid,
+    pub worker_id: Option<String>,
+    pub handler_class: Option<String>,
+    pub orchestrator_id: Option<String>,
+    pub batch_size: i32,
+    pub timeout_ms: i64,
+    pub state: BatchState,
+    pub metadata: Option<Value>,
+    pub now_ms: i64,
+}
+
+/// One step going in flight, for [`BatchesPlan`]: its join row and its step row's new values.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MemberRow {
+    pub batch_uuid: Uuid,
+    pub step_id: i64,
+    pub sequence_order: i32,
+    pub attempt: i32,
+    pub now_ms: i64,
+}
+
+/// Everything a backend writes for a `batches_record` of many batches: each kind of row in one
+/// statement, whatever the number of batches.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct BatchesPlan {
+    /// One outcome per batch asked for, in order.
+    pub outcomes: Vec<crate::records::BatchRecorded>,
+    /// The batches recorded (those with at least one step included).
+    pub batches: Vec<BatchRow>,
+    /// The steps going in flight, batch by batch in sequence order.
+    pub members: Vec<MemberRow>,
+    /// Each included step's move to `in_progress`.
+    pub step_transitions: Vec<TransitionRow>,
+    /// Tasks moving from `pending` to `in_progress`.
+    pub task_transitions: Vec<TransitionRow>,
+}
+
+/// Plans several dispatches in order against `snapshots`: each batch exactly as
+/// [`plan_batch`] would, a later batch seeing the earlier ones (a step put in flight by one is
+/// left out of the next; a task started by one is not started again).
+///
+/// # Errors
+///
+/// [`StoreError::InvalidInput`] for a batch not recorded as `created` or `published`, or a batch
+/// id given twice.
+pub(crate) fn plan_batches(
+    mut snapshots: Snapshots,
+    batches: &[crate::params::BatchRecord],
+) -> Result<BatchesPlan, StoreError> {
+    let mut plan = BatchesPlan::default();
+    let mut seen = HashSet::new();
+    for batch in batches {
+        if !matches!(batch.state, BatchState::Created | BatchState::Published) {
+            return Err(StoreError::InvalidInput {
+                reason: format!(
+                    "a batch is recorded as created or published, not {}",
+                    batch.state
+                ),
+            });
+        }
+        if !seen.insert(batch.batch_uuid) {
+            return Err(StoreError::InvalidInput {
+                reason: format!("batch {} was already recorded", batch.batch_uuid),
+            });
+        }
+        let now_ms = crate::time::to_ms(batch.now);
+        let one = plan_batch(
+            &snapshots,
+            &batch.steps,
+            batch.batch_uuid,
+            batch.claimant.as_deref(),
+            now_ms,
+        );
+        if !one.included.is_empty() {
+            plan.batches.push(BatchRow {
+                batch_uuid: batch.batch_uuid,
+                worker_id: batch.worker_id.clone(),
+                handler_class: batch.handler_class.clone(),
+                orchestrator_id: batch.claimant.clone(),
+                batch_size: i32::try_from(one.included.len()).unwrap_or(i32::MAX),
+                timeout_ms: batch.timeout_ms,
+                state: batch.state,
+                metadata: batch.metadata.clone(),
+                now_ms,
+            });
+            for dispatched in &one.included {
+                plan.members.push(MemberRow {
+                    batch_uuid: batch.batch_uuid,
+                    step_id: dispatched.step_id,
+                    sequence_order: dispatched.sequence_order,
+                    attempt: dispatched.attempt,
+                    now_ms,
+                });
+                if let Some(step) = snapshots.steps.get_mut(&dispatched.step_id) {
+                    step.state = StepState::InProgress;
+                    step.in_flight = Some(batch.batch_uuid);
+                    step.attempts = dispatched.attempt;
+                    step.last_sort_key += 1;
+                }
+            }
+            for started in &one.task_transitions {
+                if let Some(task) = snapshots.tasks.get_mut(&started.entity_id) {
+                    task.state = TaskState::InProgress;
+                    task.last_sort_key += 1;
+                }
+            }
+            plan.step_transitions.extend(one.step_transitions);
+            plan.task_transitions.extend(one.task_transitions);
+        }
+        plan.outcomes.push(crate::records::BatchRecorded {
+            recorded: !one.included.is_empty(),
+            included: one.included,
+            refused: one.refused,
+        });
+    }
+    Ok(plan)
 }
 
 /// Is `state` terminal for a step (never dispatched again without an operator)?
@@ -699,6 +828,7 @@ mod tests {
             task_id: 1,
             state,
             in_flight,
+            unmet_parents: 0,
             attempts: 1,
             last_sort_key: 2,
         }

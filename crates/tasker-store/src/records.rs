@@ -252,6 +252,12 @@ pub struct TransitionsApplied {
     pub applied: Vec<usize>,
     /// Refused change sets: index and every reason.
     pub refused: Vec<RefusedSet>,
+    /// One outcome per batch of [`TransitionsApply::batches`](crate::TransitionsApply::batches),
+    /// in order.
+    pub batches: Vec<BatchRecorded>,
+    /// One outcome per task of [`TransitionsApply::tasks`](crate::TransitionsApply::tasks), in
+    /// order.
+    pub tasks: Vec<TaskCreated>,
 }
 
 /// A refused change set.

@@ -33,6 +33,7 @@ fn task(context_bytes: usize) -> NewTask {
         }],
         edges: vec![],
         now: chrono::DateTime::from_timestamp_millis(0).unwrap(),
+        claim: None,
     }
 }
 

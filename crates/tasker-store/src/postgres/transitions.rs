@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{ledger, rows};
+use super::{batches, ledger, rows, tasks};
 use crate::error::FailResult;
 use crate::params::{TransitionsApply, TransitionsOf};
 use crate::plan::{
@@ -44,7 +44,7 @@ pub(crate) async fn load_steps(
     };
     sqlx::query(lock).bind(&ids).execute(&mut *conn).await?;
     let rows = sqlx::query(
-        "SELECT s.step_id, s.task_id, s.state, b.batch_uuid, s.attempts,
+        "SELECT s.step_id, s.task_id, s.state, b.batch_uuid, s.attempts, s.unmet_parents,
                 coalesce((SELECT max(x.sort_key) FROM tasker_step_transitions x
                           WHERE x.step_id = s.step_id), 0) AS last_sort_key
          FROM tasker_workflow_steps s
@@ -62,6 +62,7 @@ pub(crate) async fn load_steps(
             state: rows::state(row, "state")?,
             in_flight: rows::uuid_opt(row, "batch_uuid")?,
             attempts: rows::column(row, "attempts")?,
+            unmet_parents: rows::column(row, "unmet_parents")?,
             last_sort_key: rows::column(row, "last_sort_key")?,
         };
         out.insert(step.step_id, step);
@@ -153,6 +154,10 @@ pub(crate) async fn transitions_apply(
     params: &TransitionsApply,
 ) -> FailResult<TransitionsApplied> {
     let now = to_ms(params.now);
+    let mut created = Vec::with_capacity(params.tasks.len());
+    for task in &params.tasks {
+        created.push(tasks::task_create(conn, task).await?);
+    }
     let ids = TouchedIds::of(&params.changes);
     let steps = load_steps(conn, &ids.step_ids, true).await?;
     let tasks = load_tasks(conn, &ids.tasks_of(&steps)).await?;
@@ -174,10 +179,13 @@ pub(crate) async fn transitions_apply(
 
     let ledger = ledger::append(conn, &params.ledger, now, &plan.ledger_errors).await?;
     write_plan(conn, &plan, now).await?;
+    let batches = batches::batches_record(conn, &params.batches).await?;
     Ok(TransitionsApplied {
         ledger,
         applied: plan.applied,
         refused: plan.refused,
+        batches,
+        tasks: created,
     })
 }
 

@@ -6,28 +6,44 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{Value, json};
 use sqlx::SqliteConnection;
 use sqlx::types::Json;
-use tasker_core::state::BatchState;
 use uuid::Uuid;
 
 use super::rows;
 use super::transitions::{TransitionTable, insert_transitions, load_steps, load_tasks};
 use crate::error::{FailResult, StoreError};
 use crate::params::{BatchRecord, BatchesOrphaned, page_size};
-use crate::plan::{Snapshots, TransitionRow, plan_batch};
+use crate::plan::{BatchesPlan, Snapshots, TransitionRow, plan_batches};
 use crate::records::{BatchDetail, BatchRecorded, BatchStepDetail, OrphanedBatch};
 use crate::store::{LEDGER_BATCH_COMPLETION, LEDGER_PARTIAL_RESULT};
 use crate::time::{from_ms, from_ms_opt, to_ms};
 
-/// Records several dispatches, in order, in the caller's transaction.
+/// Records several dispatches, in order, in the caller's transaction, with a fixed number of
+/// statements whatever their number: the rows are loaded once, planned by [`plan_batches`], and
+/// each kind of row is written by one multi-row (`json_each`) statement.
 pub(crate) async fn batches_record(
     conn: &mut SqliteConnection,
     params: &[BatchRecord],
 ) -> FailResult<Vec<BatchRecorded>> {
-    let mut recorded = Vec::with_capacity(params.len());
-    for batch in params {
-        recorded.push(batch_record(conn, batch).await?);
+    if params.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(recorded)
+    let step_ids: BTreeSet<i64> = params
+        .iter()
+        .flat_map(|b| b.steps.iter().map(|s| s.step_id))
+        .collect();
+    let steps = load_steps(conn, &step_ids).await?;
+    let task_ids: BTreeSet<i64> = steps.values().map(|s| s.task_id).collect();
+    let tasks = load_tasks(conn, &task_ids).await?;
+    let plan = plan_batches(
+        Snapshots {
+            steps,
+            tasks,
+            batches: HashMap::new(),
+        },
+        params,
+    )?;
+    write_batches(conn, &plan).await?;
+    Ok(plan.outcomes)
 }
 
 /// Records a dispatch in the caller's transaction.
@@ -35,99 +51,110 @@ pub(crate) async fn batch_record(
     conn: &mut SqliteConnection,
     params: &BatchRecord,
 ) -> FailResult<BatchRecorded> {
-    if !matches!(params.state, BatchState::Created | BatchState::Published) {
-        return Err(StoreError::InvalidInput {
-            reason: format!(
-                "a batch is recorded as created or published, not {}",
-                params.state
-            ),
+    let mut recorded = batches_record(conn, std::slice::from_ref(params)).await?;
+    recorded.pop().ok_or_else(|| {
+        StoreError::Corrupt {
+            reason: "recording one batch produced no outcome".to_owned(),
         }
-        .into());
-    }
-    let now = to_ms(params.now);
-    let step_ids: BTreeSet<i64> = params.steps.iter().map(|s| s.step_id).collect();
-    let steps = load_steps(conn, &step_ids).await?;
-    let task_ids: BTreeSet<i64> = steps.values().map(|s| s.task_id).collect();
-    let tasks = load_tasks(conn, &task_ids).await?;
-    let plan = plan_batch(
-        &Snapshots {
-            steps,
-            tasks,
-            batches: HashMap::new(),
-        },
-        &params.steps,
-        params.batch_uuid,
-        params.claimant.as_deref(),
-        now,
-    );
-    if plan.included.is_empty() {
-        return Ok(BatchRecorded {
-            recorded: false,
-            included: plan.included,
-            refused: plan.refused,
-        });
-    }
+        .into()
+    })
+}
 
-    let batch_id: i64 = sqlx::query_scalar(
+/// Writes the batches, their join rows, the steps' moves to `in_progress`, the tasks started and
+/// every transition of a [`BatchesPlan`].
+async fn write_batches(conn: &mut SqliteConnection, plan: &BatchesPlan) -> FailResult<()> {
+    let Some(first) = plan.batches.first() else {
+        return Ok(());
+    };
+    let now = first.now_ms;
+    let batch_rows: Vec<Value> = plan
+        .batches
+        .iter()
+        .map(|b| {
+            json!({
+                "batch_uuid": b.batch_uuid.hyphenated().to_string(),
+                "worker_id": b.worker_id,
+                "handler_class": b.handler_class,
+                "orchestrator_id": b.orchestrator_id,
+                "batch_size": b.batch_size,
+                "timeout_ms": b.timeout_ms,
+                "state": b.state.as_str(),
+                "metadata": b.metadata,
+                "at": b.now_ms,
+            })
+        })
+        .collect();
+    let inserted: Vec<(String, i64)> = sqlx::query_as(
         "INSERT INTO tasker_step_execution_batches
              (batch_uuid, worker_id, handler_class, orchestrator_id, batch_size, timeout_ms, state,
               metadata, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
-         RETURNING batch_id",
+         SELECT j.value ->> 'batch_uuid', j.value ->> 'worker_id', j.value ->> 'handler_class',
+                j.value ->> 'orchestrator_id', j.value ->> 'batch_size', j.value ->> 'timeout_ms',
+                j.value ->> 'state',
+                CASE WHEN j.value ->> 'metadata' IS NULL THEN NULL ELSE j.value -> 'metadata' END,
+                j.value ->> 'at', j.value ->> 'at'
+         FROM json_each($1) AS j
+         WHERE true
+         RETURNING batch_uuid, batch_id",
     )
-    .bind(params.batch_uuid.hyphenated())
-    .bind(&params.worker_id)
-    .bind(&params.handler_class)
-    .bind(&params.claimant)
-    .bind(i32::try_from(plan.included.len()).unwrap_or(i32::MAX))
-    .bind(params.timeout_ms)
-    .bind(params.state.as_str())
-    .bind(params.metadata.as_ref().map(Json))
-    .bind(now)
-    .fetch_one(&mut *conn)
+    .bind(Json(&batch_rows))
+    .fetch_all(&mut *conn)
     .await
     .map_err(|e| match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::InvalidInput {
-            reason: format!("batch {} was already recorded", params.batch_uuid),
+            reason: format!(
+                "a batch among {} was already recorded",
+                plan.batches
+                    .iter()
+                    .map(|b| b.batch_uuid.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
         .into(),
         _ => crate::error::Fail::from(e),
     })?;
+    let ids: HashMap<String, i64> = inserted.into_iter().collect();
 
     let members: Vec<Value> = plan
-        .included
+        .members
         .iter()
-        .map(|s| json!({ "step_id": s.step_id, "seq": s.sequence_order, "attempt": s.attempt }))
+        .map(|m| {
+            json!({
+                "batch_uuid": m.batch_uuid.hyphenated().to_string(),
+                "step_id": m.step_id,
+                "seq": m.sequence_order,
+                "attempt": m.attempt,
+                "at": m.now_ms,
+            })
+        })
         .collect();
     sqlx::query(
         "INSERT INTO tasker_step_execution_batch_steps
              (batch_id, step_id, sequence_order, attempt, expected_handler_class, created_at)
-         SELECT $1, s.step_id, j.value ->> 'seq', j.value ->> 'attempt', s.handler_class, $2
-         FROM json_each($3) AS j
+         SELECT b.batch_id, s.step_id, j.value ->> 'seq', j.value ->> 'attempt', s.handler_class,
+                j.value ->> 'at'
+         FROM json_each($1) AS j
+         JOIN tasker_step_execution_batches b ON b.batch_uuid = j.value ->> 'batch_uuid'
          JOIN tasker_workflow_steps s ON s.step_id = j.value ->> 'step_id'",
     )
-    .bind(batch_id)
-    .bind(now)
     .bind(Json(&members))
     .execute(&mut *conn)
     .await?;
-
-    let included_ids: Vec<i64> = plan.included.iter().map(|s| s.step_id).collect();
     sqlx::query(
-        "UPDATE tasker_workflow_steps SET
+        "UPDATE tasker_workflow_steps AS s SET
              state = 'in_progress',
-             attempts = attempts + 1,
-             last_attempted_at = $2,
+             attempts = j.value ->> 'attempt',
+             last_attempted_at = j.value ->> 'at',
              backoff_until = NULL,
-             in_flight_batch_id = $3,
-             in_flight_deadline_at = $2 + coalesce(timeout_ms, $4),
-             updated_at = $2
-         WHERE step_id IN (SELECT value FROM json_each($1))",
+             in_flight_batch_id = b.batch_id,
+             in_flight_deadline_at = (j.value ->> 'at') + coalesce(s.timeout_ms, b.timeout_ms),
+             updated_at = j.value ->> 'at'
+         FROM json_each($1) AS j
+         JOIN tasker_step_execution_batches b ON b.batch_uuid = j.value ->> 'batch_uuid'
+         WHERE s.step_id = j.value ->> 'step_id'",
     )
-    .bind(Json(&included_ids))
-    .bind(now)
-    .bind(batch_id)
-    .bind(params.timeout_ms)
+    .bind(Json(&members))
     .execute(&mut *conn)
     .await?;
     insert_transitions(conn, TransitionTable::Step, &plan.step_transitions, now).await?;
@@ -145,27 +172,23 @@ pub(crate) async fn batch_record(
         insert_transitions(conn, TransitionTable::Task, &plan.task_transitions, now).await?;
     }
 
-    insert_transitions(
-        conn,
-        TransitionTable::Batch,
-        &[TransitionRow {
-            entity_id: batch_id,
-            from_state: None,
-            to_state: params.state.as_str(),
-            event: "recorded".to_owned(),
-            metadata: params.worker_id.as_ref().map(|w| json!({ "worker_id": w })),
-            sort_key: 1,
-            most_recent: true,
-        }],
-        now,
-    )
-    .await?;
-
-    Ok(BatchRecorded {
-        recorded: true,
-        included: plan.included,
-        refused: plan.refused,
-    })
+    let recorded: Vec<TransitionRow> = plan
+        .batches
+        .iter()
+        .filter_map(|b| {
+            Some(TransitionRow {
+                entity_id: *ids.get(&b.batch_uuid.hyphenated().to_string())?,
+                from_state: None,
+                to_state: b.state.as_str(),
+                event: "recorded".to_owned(),
+                metadata: b.worker_id.as_ref().map(|w| json!({ "worker_id": w })),
+                sort_key: 1,
+                most_recent: true,
+            })
+        })
+        .collect();
+    insert_transitions(conn, TransitionTable::Batch, &recorded, now).await?;
+    Ok(())
 }
 
 /// One batch with its steps and ledger facts, read in one snapshot.

@@ -88,8 +88,9 @@ pub(crate) async fn task_create(
 
     let task_id: i64 = sqlx::query_scalar(
         "INSERT INTO tasker_tasks (named_task_id, state, context, initiator, source_system,
-                                   reason, tags, idempotency_key, created_at, updated_at)
-         VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $8)
+                                   reason, tags, idempotency_key, created_at, updated_at,
+                                   claimed_by, claim_expires_at)
+         VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)
          RETURNING task_id",
     )
     .bind(named_task_id)
@@ -100,6 +101,8 @@ pub(crate) async fn task_create(
     .bind(Json(&task.tags))
     .bind(&task.idempotency_key)
     .bind(now)
+    .bind(task.claim.as_ref().map(|c| c.orchestrator_id.as_str()))
+    .bind(task.claim.as_ref().map(|c| to_ms(c.expires_at)))
     .fetch_one(&mut *conn)
     .await?;
 

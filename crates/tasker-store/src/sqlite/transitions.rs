@@ -9,7 +9,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
-use super::{ledger, rows};
+use super::{batches, ledger, rows, tasks};
 use crate::error::FailResult;
 use crate::params::{TransitionsApply, TransitionsOf};
 use crate::plan::{
@@ -28,7 +28,7 @@ pub(crate) async fn load_steps(
         return Ok(HashMap::new());
     }
     let rows = sqlx::query(
-        "SELECT s.step_id, s.task_id, s.state, b.batch_uuid, s.attempts,
+        "SELECT s.step_id, s.task_id, s.state, b.batch_uuid, s.attempts, s.unmet_parents,
                 coalesce((SELECT max(x.sort_key) FROM tasker_step_transitions x
                           WHERE x.step_id = s.step_id), 0) AS last_sort_key
          FROM tasker_workflow_steps s
@@ -46,6 +46,7 @@ pub(crate) async fn load_steps(
             state: rows::state(row, "state")?,
             in_flight: rows::uuid_opt(row, "batch_uuid")?,
             attempts: rows::column(row, "attempts")?,
+            unmet_parents: rows::column(row, "unmet_parents")?,
             last_sort_key: rows::column(row, "last_sort_key")?,
         };
         out.insert(step.step_id, step);
@@ -122,6 +123,10 @@ pub(crate) async fn transitions_apply(
     params: &TransitionsApply,
 ) -> FailResult<TransitionsApplied> {
     let now = to_ms(params.now);
+    let mut created = Vec::with_capacity(params.tasks.len());
+    for task in &params.tasks {
+        created.push(tasks::task_create(conn, task).await?);
+    }
     let ids = TouchedIds::of(&params.changes);
     let steps = load_steps(conn, &ids.step_ids).await?;
     let tasks = load_tasks(conn, &ids.tasks_of(&steps)).await?;
@@ -143,10 +148,13 @@ pub(crate) async fn transitions_apply(
 
     let ledger = ledger::append(conn, &params.ledger, now, &plan.ledger_errors).await?;
     write_plan(conn, &plan, now).await?;
+    let batches = batches::batches_record(conn, &params.batches).await?;
     Ok(TransitionsApplied {
         ledger,
         applied: plan.applied,
         refused: plan.refused,
+        batches,
+        tasks: created,
     })
 }
 

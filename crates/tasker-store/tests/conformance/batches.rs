@@ -163,6 +163,8 @@ pub async fn ready_steps_filter_by_task_and_skip_finished_tasks(h: &mut Harness)
                 ..Default::default()
             }],
             all_or_nothing: true,
+            batches: Vec::new(),
+            tasks: Vec::new(),
         })
         .await
         .unwrap();
@@ -312,8 +314,11 @@ pub async fn batches_record_records_each_in_order_in_one_transaction(h: &mut Har
     let second_task = s.task_create(diamond("ns", "many", t(0))).await.unwrap();
     let a1 = first_task.step_ids[0];
     let a2 = second_task.step_ids[0];
-    let b1 = first_task.step_ids[1];
-    let b2 = second_task.step_ids[1];
+    // Roots of two more tasks, dispatchable, for the failing call below.
+    let third_task = s.task_create(diamond("ns", "many", t(0))).await.unwrap();
+    let fourth_task = s.task_create(diamond("ns", "many", t(0))).await.unwrap();
+    let b1 = third_task.step_ids[0];
+    let b2 = fourth_task.step_ids[0];
     let [x, y, z] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
     let outcomes = s
         .batches_record(vec![
@@ -357,11 +362,12 @@ pub async fn batches_record_records_each_in_order_in_one_transaction(h: &mut Har
         matches!(s.batch_get(fresh).await, Err(StoreError::NotFound { .. })),
         "the good batch before the bad one was rolled back"
     );
-    let dag = s.task_load_dag(first_task.task_id).await.unwrap();
-    assert_eq!(dag.steps[1].in_flight_batch, None);
-    assert_eq!(dag.steps[1].attempts, 0);
-    let dag = s.task_load_dag(second_task.task_id).await.unwrap();
-    assert_eq!(dag.steps[1].in_flight_batch, None);
+    let dag = s.task_load_dag(third_task.task_id).await.unwrap();
+    assert_eq!(dag.steps[0].in_flight_batch, None);
+    assert_eq!(dag.steps[0].attempts, 0);
+    assert_eq!(dag.task.state, TaskState::Pending);
+    let dag = s.task_load_dag(fourth_task.task_id).await.unwrap();
+    assert_eq!(dag.steps[0].in_flight_batch, None);
     // Nothing to record is no error.
     assert!(s.batches_record(Vec::new()).await.unwrap().is_empty());
 }
@@ -474,6 +480,8 @@ pub async fn batch_record_leaves_out_stale_steps(h: &mut Harness) {
             ..Default::default()
         }],
         all_or_nothing: true,
+        batches: Vec::new(),
+        tasks: Vec::new(),
     })
     .await
     .unwrap();
@@ -525,4 +533,116 @@ pub async fn a_step_appears_in_many_batches_across_retries(h: &mut Harness) {
     );
     assert_eq!(history.iter().filter(|r| r.most_recent).count(), 1);
     assert!(history[3].most_recent);
+}
+
+/// A record of `steps` (each `pending`) for the `batches` of a `transitions_apply`.
+fn child_batch(steps: &[i64], now: chrono::DateTime<chrono::Utc>) -> BatchRecord {
+    BatchRecord {
+        now,
+        claimant: None,
+        batch_uuid: Uuid::new_v4(),
+        worker_id: Some("w1".to_owned()),
+        handler_class: None,
+        timeout_ms: 1_000,
+        state: BatchState::Published,
+        metadata: None,
+        steps: steps
+            .iter()
+            .map(|&step_id| BatchStep {
+                step_id,
+                expect_state: StepState::Pending,
+            })
+            .collect(),
+    }
+}
+
+pub async fn children_are_dispatched_in_the_commit_that_completes_their_parent(h: &mut Harness) {
+    let s = h.store.as_ref();
+    let task = s.task_create(diamond("ns", "handoff", t(0))).await.unwrap();
+    let [a, b, c, d] = [
+        task.step_ids[0],
+        task.step_ids[1],
+        task.step_ids[2],
+        task.step_ids[3],
+    ];
+    let (batch_a, _) = dispatch(s, &[a], t(1)).await;
+
+    // One transaction: a's result, and the dispatch of b and c (ready once a is complete), and
+    // of d (not ready: b and c are not done), in that order.
+    let children = child_batch(&[b, c], t(2));
+    let too_early = child_batch(&[d], t(2));
+    let applied = s
+        .transitions_apply(TransitionsApply {
+            now: t(2),
+            claimant: None,
+            ledger: Vec::new(),
+            changes: vec![tasker_store::ChangeSet {
+                steps: vec![crate::fixtures::finish(a, batch_a, StepState::Complete)],
+                ..tasker_store::ChangeSet::default()
+            }],
+            all_or_nothing: false,
+            batches: vec![children.clone(), too_early.clone()],
+            tasks: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(applied.applied, vec![0]);
+    assert_eq!(applied.batches.len(), 2, "one outcome per batch");
+    assert!(applied.batches[0].recorded);
+    let included: Vec<i64> = applied.batches[0]
+        .included
+        .iter()
+        .map(|s| s.step_id)
+        .collect();
+    assert_eq!(included, vec![b, c]);
+    assert!(applied.batches[0].included.iter().all(|s| s.attempt == 1));
+    assert!(!applied.batches[1].recorded, "d waits for b and c");
+    assert_eq!(
+        applied.batches[1].refused[0].reason,
+        RefusalReason::ParentsNotDone { unmet: 2 }
+    );
+    let dag = s.task_load_dag(task.task_id).await.unwrap();
+    let state_of = |id: i64| dag.steps.iter().find(|x| x.step_id == id).unwrap().state;
+    assert_eq!(state_of(a), StepState::Complete);
+    assert_eq!(state_of(b), StepState::InProgress);
+    assert_eq!(state_of(c), StepState::InProgress);
+    assert_eq!(state_of(d), StepState::Pending);
+    let b_record = dag.steps.iter().find(|x| x.step_id == b).unwrap();
+    assert_eq!(b_record.in_flight_batch, Some(children.batch_uuid));
+
+    // When the parent's change is refused (a stale result: wrong batch), its child's dispatch
+    // in the same transaction is refused with it, and nothing of it is written.
+    let batch_b = children.batch_uuid;
+    let stale = Uuid::new_v4();
+    let applied = s
+        .transitions_apply(TransitionsApply {
+            now: t(3),
+            claimant: None,
+            ledger: Vec::new(),
+            changes: vec![
+                tasker_store::ChangeSet {
+                    steps: vec![crate::fixtures::finish(b, batch_b, StepState::Complete)],
+                    ..tasker_store::ChangeSet::default()
+                },
+                tasker_store::ChangeSet {
+                    steps: vec![crate::fixtures::finish(c, stale, StepState::Complete)],
+                    ..tasker_store::ChangeSet::default()
+                },
+            ],
+            all_or_nothing: false,
+            batches: vec![child_batch(&[d], t(3))],
+            tasks: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(applied.applied, vec![0]);
+    assert_eq!(applied.refused.len(), 1);
+    assert!(!applied.batches[0].recorded);
+    assert_eq!(
+        applied.batches[0].refused[0].reason,
+        RefusalReason::ParentsNotDone { unmet: 1 }
+    );
+    let history = s.transitions_list(TransitionsOf::Step(d)).await.unwrap();
+    assert_eq!(history.len(), 1, "d only has its initial transition");
+    assert_eq!(history[0].to_state, StepState::Pending.as_str());
 }

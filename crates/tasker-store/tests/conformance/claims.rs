@@ -148,6 +148,8 @@ pub async fn leases_expire_renew_and_release(h: &mut Harness) {
             ..ChangeSet::default()
         }],
         all_or_nothing: true,
+        batches: Vec::new(),
+        tasks: Vec::new(),
     })
     .await
     .unwrap();
@@ -223,6 +225,8 @@ pub async fn claims_fence_changes_and_dispatch(h: &mut Harness) {
             ..ChangeSet::default()
         }],
         all_or_nothing: false,
+        batches: Vec::new(),
+        tasks: Vec::new(),
     };
     let refused = s.transitions_apply(result("intruder", 3)).await.unwrap();
     assert!(matches!(
@@ -329,6 +333,8 @@ pub async fn concurrent_results_apply_each_step_once(h: &mut Harness) {
                             })
                             .collect(),
                         all_or_nothing: false,
+                        batches: Vec::new(),
+                        tasks: Vec::new(),
                     })
                     .await
                     .unwrap();

@@ -50,6 +50,7 @@ pub fn diamond(namespace: &str, name: &str, now: DateTime<Utc>) -> NewTask {
         steps: vec![step("a"), step("b"), step("c"), d],
         edges: vec![(0, 1), (0, 2), (1, 3), (2, 3)],
         now,
+        claim: None,
     }
 }
 
@@ -127,6 +128,8 @@ pub async fn apply(
                 })
                 .collect(),
             all_or_nothing: false,
+            batches: Vec::new(),
+            tasks: Vec::new(),
         })
         .await
         .expect("transitions_apply")

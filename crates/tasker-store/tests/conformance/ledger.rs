@@ -148,6 +148,8 @@ pub async fn refused_results_are_recorded_with_the_reason(h: &mut Harness) {
                 },
             ],
             all_or_nothing: false,
+            batches: Vec::new(),
+            tasks: Vec::new(),
         })
         .await
         .unwrap();
@@ -196,6 +198,8 @@ pub async fn refused_results_are_recorded_with_the_reason(h: &mut Harness) {
                 ..ChangeSet::default()
             }],
             all_or_nothing: false,
+            batches: Vec::new(),
+            tasks: Vec::new(),
         })
         .await
         .unwrap();

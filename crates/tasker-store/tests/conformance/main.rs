@@ -61,6 +61,7 @@ conformance! {
     batches::batch_record_puts_steps_in_flight,
     batches::batch_record_leaves_out_stale_steps,
     batches::batches_record_records_each_in_order_in_one_transaction,
+    batches::children_are_dispatched_in_the_commit_that_completes_their_parent,
     batches::a_step_appears_in_many_batches_across_retries,
     transitions::group_commit_applies_many_results,
     transitions::stale_and_conflicting_changes_are_refused_whole,

@@ -137,6 +137,8 @@ pub async fn batches_of_gone_workers_are_orphaned(h: &mut Harness) {
             ..Default::default()
         }],
         all_or_nothing: true,
+        batches: Vec::new(),
+        tasks: Vec::new(),
     })
     .await
     .unwrap();

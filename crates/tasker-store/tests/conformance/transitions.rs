@@ -42,6 +42,8 @@ pub async fn group_commit_applies_many_results(h: &mut Harness) {
                 })
                 .collect(),
             all_or_nothing: false,
+            batches: Vec::new(),
+            tasks: Vec::new(),
         })
         .await
         .unwrap();
@@ -154,6 +156,8 @@ pub async fn stale_and_conflicting_changes_are_refused_whole(h: &mut Harness) {
                 },
             ],
             all_or_nothing: false,
+            batches: Vec::new(),
+            tasks: Vec::new(),
         })
         .await
         .unwrap();
@@ -239,6 +243,8 @@ pub async fn all_or_nothing_writes_nothing_on_conflict(h: &mut Harness) {
                 },
             ],
             all_or_nothing: true,
+            batches: Vec::new(),
+            tasks: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -346,6 +352,8 @@ pub async fn task_and_batch_transitions_keep_history(h: &mut Harness) {
                 ledger_entry: None,
             }],
             all_or_nothing: true,
+            batches: Vec::new(),
+            tasks: Vec::new(),
         })
         .await
         .unwrap();
@@ -482,6 +490,8 @@ pub async fn transitions_outside_the_state_machine_are_refused(h: &mut Harness) 
                 },
             ],
             all_or_nothing: false,
+            batches: Vec::new(),
+            tasks: Vec::new(),
         })
         .await
         .unwrap();
