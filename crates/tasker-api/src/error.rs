@@ -116,6 +116,9 @@ pub enum ApiError {
         /// Every violation, with its pointer into the request body (`/context/...`).
         violations: Vec<ErrorDetail>,
     },
+    /// A query parameter is unknown or has a value that cannot be used (400 `invalid_query`).
+    #[error("invalid query: {}", list_details(.0))]
+    InvalidQuery(Vec<ErrorDetail>),
     /// The task id in the path is not a positive integer (400 `invalid_task_id`).
     #[error("task id {0:?} is not a positive integer")]
     InvalidTaskId(String),
@@ -165,6 +168,7 @@ impl ApiError {
             Self::InvalidField(_) => "invalid_field",
             Self::UnknownTemplate { .. } => "unknown_template",
             Self::InvalidContext { .. } => "invalid_context",
+            Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidTaskId(_) => "invalid_task_id",
             Self::TaskNotFound(_) => "task_not_found",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -182,6 +186,7 @@ impl ApiError {
             Self::MalformedJson { .. }
             | Self::MissingField(_)
             | Self::InvalidField(_)
+            | Self::InvalidQuery(_)
             | Self::InvalidTaskId(_)
             | Self::UnreadableBody(_) => StatusCode::BAD_REQUEST,
             Self::UnknownTemplate { .. } | Self::TaskNotFound(_) | Self::RouteNotFound { .. } => {
@@ -209,7 +214,9 @@ impl ApiError {
                 column: Some(*column),
                 message: reason.clone(),
             }],
-            Self::MissingField(details) | Self::InvalidField(details) => details.clone(),
+            Self::MissingField(details)
+            | Self::InvalidField(details)
+            | Self::InvalidQuery(details) => details.clone(),
             Self::UnknownTemplate { hint, .. } => vec![(**hint).clone()],
             Self::InvalidContext { violations, .. } => violations.clone(),
             _ => Vec::new(),
@@ -376,6 +383,11 @@ mod tests {
                 "missing_field",
             ),
             (ApiError::InvalidTaskId("x".into()), 400, "invalid_task_id"),
+            (
+                ApiError::InvalidQuery(vec![ErrorDetail::at("wait_ms", "not a number")]),
+                400,
+                "invalid_query",
+            ),
             (ApiError::TaskNotFound(7), 404, "task_not_found"),
             (
                 ApiError::PayloadTooLarge { limit: 10 },

@@ -60,10 +60,8 @@ pub(crate) enum Action {
         batch_id: Uuid,
         frame: Vec<u8>,
     },
-    /// `Store::batches_record` of the batches planned since the last such write (one
-    /// transaction); report as `on_batches_recorded`.
-    RecordBatches(Vec<BatchRecord>),
-    /// `Store::transitions_apply` of one group; report as `on_commit_done` with the book.
+    /// `Store::transitions_apply` of one group (its changes, ledger entries and the dispatch
+    /// records planned since the last commit); report as `on_commit_done` with the book.
     Commit {
         params: TransitionsApply,
         book: Box<CommitBook>,
@@ -98,6 +96,13 @@ pub(crate) struct PendingBatch {
 
 /// A waiter for a task's end.
 type Waiter = oneshot::Sender<EngineResult<TaskOutcome>>;
+
+/// Tasks to create in the next group commit, and who waits for them.
+#[derive(Debug)]
+pub(crate) struct Creation {
+    pub(crate) tasks: Vec<tasker_store::NewTask>,
+    pub(crate) reply: oneshot::Sender<EngineResult<Vec<tasker_store::TaskCreated>>>,
+}
 
 /// The engine's state and decisions. See the module documentation.
 #[derive(Debug)]
@@ -134,6 +139,8 @@ pub(crate) struct EngineCore {
     pub(crate) retry_items: Vec<CommitItem>,
     pub(crate) paused_until: Option<DateTime<Utc>>,
     waiters: HashMap<i64, Vec<Waiter>>,
+    /// Creations waiting for the next group commit.
+    pub(crate) creations: VecDeque<Creation>,
     claim_in_flight: bool,
     claim_again: bool,
     /// Tasks awaited while a claim round was in flight or asked for, not held: read once the
@@ -186,6 +193,7 @@ impl EngineCore {
             retry_items: Vec::new(),
             paused_until: None,
             waiters: HashMap::new(),
+            creations: VecDeque::new(),
             claim_in_flight: false,
             claim_again: false,
             checks_after_claim: HashSet::new(),
@@ -445,6 +453,92 @@ impl EngineCore {
         StatsCounters::set(&self.stats.tasks_active, self.tasks.len() as u64);
     }
 
+    /// Tasks to create: they join the next group commit (see `start_commit`).
+    pub(crate) fn on_create(
+        &mut self,
+        tasks: Vec<tasker_store::NewTask>,
+        reply: oneshot::Sender<EngineResult<Vec<tasker_store::TaskCreated>>>,
+    ) {
+        if self.shutting_down {
+            let _ = reply.send(Err(EngineError::Stopped));
+            return;
+        }
+        self.creations.push_back(Creation { tasks, reply });
+    }
+
+    /// Takes the creations for the group being built — whole requests, up to
+    /// `max_results_per_commit` tasks (at least one request) — each task claimed by this engine.
+    pub(crate) fn take_creations(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> (Vec<tasker_store::NewTask>, Vec<(Creation, usize)>) {
+        let expires_at = now + delta(self.options.lease_duration);
+        let mut tasks = Vec::new();
+        let mut taken = Vec::new();
+        while let Some(creation) = self.creations.front() {
+            if !taken.is_empty()
+                && tasks.len() + creation.tasks.len() > self.options.max_results_per_commit
+            {
+                break;
+            }
+            let Some(mut creation) = self.creations.pop_front() else {
+                break;
+            };
+            let count = creation.tasks.len();
+            for mut task in std::mem::take(&mut creation.tasks) {
+                task.claim = Some(tasker_store::TaskClaim {
+                    orchestrator_id: self.options.orchestrator_id.clone(),
+                    expires_at,
+                });
+                tasks.push(task);
+            }
+            taken.push((creation, count));
+        }
+        (tasks, taken)
+    }
+
+    /// The group commit that created tasks ended: hold the new ones (already claimed; built from
+    /// what was asked, not read back) and answer the callers.
+    pub(crate) fn on_tasks_created(
+        &mut self,
+        asked: Vec<tasker_store::NewTask>,
+        creations: Vec<(Creation, usize)>,
+        result: Result<Vec<tasker_store::TaskCreated>, StoreError>,
+        now: DateTime<Utc>,
+    ) {
+        let created = match result {
+            Ok(created) => created,
+            Err(error) => {
+                for (creation, _) in creations {
+                    let _ = creation.reply.send(Err(EngineError::Store(error.clone())));
+                }
+                return;
+            }
+        };
+        let mut dags = Vec::new();
+        let mut existing = false;
+        for (task, outcome) in asked.iter().zip(&created) {
+            if outcome.created {
+                dags.push(crate::task::created_dag(task, outcome));
+            } else {
+                existing = true;
+            }
+        }
+        if !dags.is_empty() {
+            self.on_tasks_loaded(dags, now);
+        }
+        if existing {
+            // A repeated idempotency key: the existing task may be free (say, held by an
+            // orchestrator that stopped); claim it if so.
+            self.request_claim();
+        }
+        let mut outcomes = created.into_iter();
+        for (creation, count) in creations {
+            let answer: Vec<tasker_store::TaskCreated> = outcomes.by_ref().take(count).collect();
+            let _ = creation.reply.send(Ok(answer));
+        }
+    }
+
     /// Someone waits for a task's end.
     pub(crate) fn on_await(&mut self, task_id: i64, reply: Waiter) {
         if self.shutting_down {
@@ -452,7 +546,11 @@ impl EngineCore {
             return;
         }
         let held = self.tasks.contains_key(&task_id);
-        self.waiters.entry(task_id).or_default().push(reply);
+        let waiters = self.waiters.entry(task_id).or_default();
+        // Long polls that timed out dropped their receivers: forget them here rather than keep
+        // one sender per poll until the task ends.
+        waiters.retain(|waiter| !waiter.is_closed());
+        waiters.push(reply);
         if held {
             return;
         }
@@ -500,24 +598,60 @@ impl EngineCore {
     // ---- dispatch ---------------------------------------------------------------------------
 
     /// Finds ready steps of changed tasks, queues them, and plans batches for workers with
-    /// credit. Also queues the finalization of tasks that have nothing left to do. Then starts
-    /// recording the planned batches, unless a record is in flight.
+    /// credit. Also queues the finalization of tasks that have nothing left to do. The batches
+    /// planned wait for the next group commit ([`start_commit`](Self::start_commit)), which
+    /// records them together with the results and other changes it carries.
     pub(crate) fn dispatch(&mut self, now: DateTime<Utc>) {
         self.plan(now);
-        self.start_record();
     }
 
-    /// Asks the store to record every batch planned and not yet recorded, in one transaction,
-    /// unless a record is in flight: the batches planned meanwhile wait for its outcome and go
-    /// together in the next one. So at most one dispatch write is in flight, and the store sees
-    /// few large transactions rather than one per batch.
-    pub(crate) fn start_record(&mut self) {
-        if !self.recording.is_empty() || self.unrecorded.is_empty() {
-            return;
-        }
+    /// Whether batches are planned and waiting for the next group commit.
+    pub(crate) fn has_unrecorded_batches(&self) -> bool {
+        !self.unrecorded.is_empty()
+    }
+
+    /// Takes every batch planned and not yet recorded, for the group commit being built: they
+    /// are recorded in its transaction, after its changes.
+    pub(crate) fn take_unrecorded(&mut self) -> Vec<BatchRecord> {
         let batches = std::mem::take(&mut self.unrecorded);
         self.recording = batches.iter().map(|b| b.batch_uuid).collect();
-        self.push(Action::RecordBatches(batches));
+        batches
+    }
+
+    /// Queues steps that the change sets of the group being built make ready (children of steps
+    /// it completes) and plans their batches at once, so that they are recorded in the same
+    /// transaction as the results that made them ready: one commit per handoff. `results` are the
+    /// tentative outputs of the steps the group completes; they are noted on those steps now
+    /// because the children's requests carry them in `previous_results` (if the store refuses
+    /// the parent's change, it refuses the child's dispatch too, and the task is reloaded).
+    pub(crate) fn plan_children(
+        &mut self,
+        task_id: i64,
+        ready: &[usize],
+        results: Vec<(usize, serde_json::Value)>,
+        now: DateTime<Utc>,
+    ) {
+        if self.shutting_down || self.paused_until.is_some_and(|until| until > now) {
+            return;
+        }
+        let Some(task) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        let mut queued = false;
+        for &index in ready {
+            let step = &mut task.steps[index];
+            if step.busy == Busy::Idle && step.in_flight.is_none() {
+                step.busy = Busy::Queued;
+                self.started_queue.push_back((task_id, index));
+                queued = true;
+            }
+        }
+        if queued {
+            for (index, output) in results {
+                task.steps[index].results = Some(output);
+            }
+            self.plan_dispatch(now);
+        }
     }
 
     fn plan(&mut self, now: DateTime<Utc>) {
@@ -696,7 +830,7 @@ impl EngineCore {
     }
 
     /// Marks the steps as dispatching, reserves the worker's credit, and puts the batch in line
-    /// for the next record (see [`start_record`](Self::start_record)).
+    /// for the next group commit (see [`take_unrecorded`](Self::take_unrecorded)).
     fn record_batch(
         &mut self,
         worker_id: Option<String>,
@@ -1240,9 +1374,13 @@ impl EngineCore {
         }
     }
 
-    /// Stops: no more dispatching or claiming; waiters are told the engine stopped.
+    /// Stops: no more dispatching or claiming; waiters and creations not yet in a commit are
+    /// told the engine stopped.
     pub(crate) fn begin_shutdown(&mut self) {
         self.shutting_down = true;
+        for creation in self.creations.drain(..) {
+            let _ = creation.reply.send(Err(EngineError::Stopped));
+        }
         for (_, waiters) in self.waiters.drain() {
             for waiter in waiters {
                 let _ = waiter.send(Err(EngineError::Stopped));

@@ -161,58 +161,34 @@ fn ready_core(capacity: u32) -> EngineCore {
     core
 }
 
-/// Runs a dispatch pass; returns the one batch recorded: (id, step ids).
+/// Runs a dispatch pass and the group commit that records its batch, answered as the store
+/// would when everything applies; returns the one batch recorded: (id, step ids). The
+/// `step_batch` sent for it waits among the actions (see [`sent_batch`]).
 fn dispatch_one(core: &mut EngineCore, now: DateTime<Utc>) -> (Uuid, Vec<i64>) {
     core.dispatch(now);
-    let mut recorded: Vec<(Uuid, Vec<i64>)> = core
-        .take_actions()
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::RecordBatches(batches) => Some(batches),
-            _ => None,
-        })
-        .flatten()
-        .map(|params| {
-            assert_eq!(params.worker_id.as_deref(), Some("w1"));
-            assert_eq!(params.claimant.as_deref(), Some("orchestrator-unit"));
-            (
-                params.batch_uuid,
-                params.steps.iter().map(|s| s.step_id).collect(),
-            )
-        })
-        .collect();
+    let (params, book) = commit(core, now);
+    let mut recorded = recorded_in(&params);
     assert_eq!(recorded.len(), 1, "one batch");
+    for batch in &params.batches {
+        assert_eq!(batch.worker_id.as_deref(), Some("w1"));
+        assert_eq!(batch.claimant.as_deref(), Some("orchestrator-unit"));
+    }
+    let answer = applied(&params);
+    core.on_commit_done(book, Ok(answer), now);
     recorded.remove(0)
 }
 
-/// Tells the core the store recorded the batch with every step at `attempt`; returns the
-/// `step_batch` it sent.
-fn record(
-    core: &mut EngineCore,
-    batch_id: Uuid,
-    steps: &[i64],
-    attempt: i32,
-    now: DateTime<Utc>,
-) -> tasker_protocol::StepBatch {
-    let included = steps
+/// The batches a commit records: (id, step ids), in order.
+fn recorded_in(params: &TransitionsApply) -> Vec<(Uuid, Vec<i64>)> {
+    params
+        .batches
         .iter()
-        .enumerate()
-        .map(|(i, &step_id)| DispatchedStep {
-            step_id,
-            task_id: 1,
-            attempt,
-            sequence_order: i as i32,
-        })
-        .collect();
-    core.on_batch_recorded(
-        batch_id,
-        Ok(BatchRecorded {
-            recorded: true,
-            included,
-            refused: Vec::new(),
-        }),
-        now,
-    );
+        .map(|b| (b.batch_uuid, b.steps.iter().map(|s| s.step_id).collect()))
+        .collect()
+}
+
+/// Takes the actions and returns the one `step_batch` sent, which must be `batch_id`.
+fn sent_batch(core: &mut EngineCore, batch_id: Uuid) -> tasker_protocol::StepBatch {
     let frames: Vec<Vec<u8>> = core
         .take_actions()
         .into_iter()
@@ -223,7 +199,10 @@ fn record(
         .collect();
     assert_eq!(frames.len(), 1);
     match decode_orchestrator_message(&frames[0], &Limits::default()).unwrap() {
-        OrchestratorMessage::StepBatch(batch) => batch,
+        OrchestratorMessage::StepBatch(batch) => {
+            assert_eq!(batch.batch_id, batch_id);
+            batch
+        }
         other => panic!("expected a step batch, got {other:?}"),
     }
 }
@@ -253,6 +232,8 @@ fn applied(params: &TransitionsApply) -> TransitionsApplied {
             .collect(),
         applied: (0..params.changes.len()).collect(),
         refused: Vec::new(),
+        batches: recorded_in(params).iter().map(included).collect(),
+        tasks: Vec::new(),
     }
 }
 
@@ -276,7 +257,7 @@ fn results_are_committed_in_groups_acked_after_commit_and_children_follow() {
     let mut core = ready_core(10);
     let (batch_a, steps) = dispatch_one(&mut core, t0());
     assert_eq!(steps, vec![11], "only the root is ready");
-    let sent = record(&mut core, batch_a, &steps, 1, t0());
+    let sent = sent_batch(&mut core, batch_a);
     assert_eq!(sent.batch_id, batch_a);
     let request = &sent.steps[0];
     assert_eq!(request.metadata.attempt, 1);
@@ -329,22 +310,56 @@ fn results_are_committed_in_groups_acked_after_commit_and_children_follow() {
             .any(|a| matches!(a, Action::Commit { .. })),
         "one commit at a time"
     );
+    // Both children become ready with this result: they are dispatched in the same commit, in
+    // one batch, to be sent once it commits.
+    let children = recorded_in(&params);
+    assert_eq!(children.len(), 1, "one batch for both children");
+    assert_eq!(children[0].1, vec![12, 13]);
     let answer = applied(&params);
     core.on_commit_done(book, Ok(answer), t1);
+    let actions = core.take_actions();
     assert_eq!(
-        acks(&core.take_actions()),
+        acks(&actions),
         vec![(batch_a, Some(11), AckOutcome::Applied)]
     );
+    assert_eq!(
+        sends(&actions),
+        vec![children[0].0],
+        "sent after the commit"
+    );
+    let bc = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SendBatch { frame, .. } => {
+                match decode_orchestrator_message(frame, &Limits::default()).unwrap() {
+                    OrchestratorMessage::StepBatch(batch) => Some(batch),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .unwrap();
+    for request in &bc.steps {
+        assert_eq!(
+            request.previous_results.get("a"),
+            Some(&json!({ "x": 1 })),
+            "with the parent's output"
+        );
+    }
+    assert_eq!(core.stats.snapshot().handoff_latency.count, 2);
 
     // The copy: the ledger says it is a duplicate; it is acknowledged as such, not applied.
     let (params, book) = commit(&mut core, t1);
     assert!(params.changes.iter().all(|c| c.steps.is_empty()));
+    assert!(params.batches.is_empty(), "nothing dispatched twice");
     core.on_commit_done(
         book,
         Ok(TransitionsApplied {
             ledger: vec![LedgerOutcome::Duplicate],
             applied: (0..params.changes.len()).collect(),
             refused: Vec::new(),
+            batches: Vec::new(),
+            tasks: Vec::new(),
         }),
         t1,
     );
@@ -352,25 +367,75 @@ fn results_are_committed_in_groups_acked_after_commit_and_children_follow() {
         acks(&core.take_actions()),
         vec![(batch_a, Some(11), AckOutcome::Duplicate)]
     );
+    core.dispatch(t1);
+    core.start_commit(t1);
+    assert!(
+        !core
+            .take_actions()
+            .iter()
+            .any(|a| matches!(a, Action::Commit { .. })),
+        "the children are in flight already: nothing more to dispatch"
+    );
+}
 
-    // Both children are ready at once, in one batch, with the parent's output.
-    let (batch_bc, steps) = dispatch_one(&mut core, t1);
-    assert_eq!(steps, vec![12, 13]);
-    let sent = record(&mut core, batch_bc, &steps, 1, t1);
-    for request in &sent.steps {
-        assert_eq!(request.previous_results.get("a"), Some(&json!({ "x": 1 })));
-    }
-    assert_eq!(core.stats.snapshot().handoff_latency.count, 2);
+#[test]
+fn a_child_whose_parents_change_is_refused_is_not_sent() {
+    let mut core = ready_core(10);
+    let (batch_a, _) = dispatch_one(&mut core, t0());
+    sent_batch(&mut core, batch_a);
+    core.on_frame(
+        peer(),
+        completed(batch_a, 11, 1, json!(1)),
+        t0(),
+        Instant::now(),
+    );
+    let (params, book) = commit(&mut core, t0());
+    let children = recorded_in(&params);
+    assert_eq!(children[0].1, vec![12, 13]);
+    // The store refuses the parent's change; with it, the children's dispatch (their parent is
+    // not done in the store).
+    let parents_not_done = |step_id| tasker_store::Refusal {
+        target: tasker_store::ChangeTarget::Step(step_id),
+        reason: tasker_store::RefusalReason::ParentsNotDone { unmet: 1 },
+    };
+    let answer = TransitionsApplied {
+        ledger: vec![LedgerOutcome::Recorded],
+        applied: Vec::new(),
+        refused: vec![tasker_store::RefusedSet {
+            index: 0,
+            refusals: Vec::new(),
+        }],
+        batches: vec![BatchRecorded {
+            recorded: false,
+            included: Vec::new(),
+            refused: vec![parents_not_done(12), parents_not_done(13)],
+        }],
+        tasks: Vec::new(),
+    };
+    core.on_commit_done(book, Ok(answer), t0());
+    let actions = core.take_actions();
+    assert!(sends(&actions).is_empty(), "nothing sent");
+    assert!(acks(&actions).is_empty(), "the result is not acknowledged");
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::LoadTasks(ids) if ids.contains(&1))),
+        "the task is reloaded"
+    );
+    assert_eq!(
+        core.sessions["w1"].outstanding.len(),
+        0,
+        "the children's credit is given back"
+    );
 }
 
 #[test]
 fn the_last_result_completes_the_task_in_the_same_commit() {
     let mut core = ready_core(10);
     let mut now = t0();
-    for expected in [vec![11], vec![12, 13], vec![14]] {
-        let (batch_id, steps) = dispatch_one(&mut core, now);
-        assert_eq!(steps, expected);
-        record(&mut core, batch_id, &steps, 1, now);
+    let (mut batch_id, mut steps) = dispatch_one(&mut core, now);
+    sent_batch(&mut core, batch_id);
+    for next in [vec![12, 13], vec![14], vec![]] {
         for &step_id in &steps {
             core.on_frame(
                 peer(),
@@ -394,9 +459,18 @@ fn the_last_result_completes_the_task_in_the_same_commit() {
             let set = params.changes.iter().find(|c| !c.tasks.is_empty()).unwrap();
             assert_eq!(set.steps.len(), 1, "in the same change set as the step");
         }
+        let recorded = recorded_in(&params);
+        assert_eq!(
+            recorded.iter().map(|b| b.1.clone()).collect::<Vec<_>>(),
+            if next.is_empty() { vec![] } else { vec![next] },
+            "the next steps are dispatched in the commit of the results that made them ready"
+        );
         let answer = applied(&params);
         core.on_commit_done(book, Ok(answer), now);
         core.take_actions();
+        if let Some((id, ids)) = recorded.into_iter().next() {
+            (batch_id, steps) = (id, ids);
+        }
     }
     assert!(core.tasks.is_empty(), "a finished task is let go");
     assert_eq!(core.stats.snapshot().tasks_completed, 1);
@@ -405,8 +479,8 @@ fn the_last_result_completes_the_task_in_the_same_commit() {
 #[test]
 fn a_silent_worker_is_declared_dead_exactly_at_its_liveness_deadline() {
     let mut core = ready_core(10);
-    let (batch_id, steps) = dispatch_one(&mut core, t0());
-    record(&mut core, batch_id, &steps, 1, t0());
+    let (batch_id, _) = dispatch_one(&mut core, t0());
+    sent_batch(&mut core, batch_id);
     let window = TimeDelta::seconds(5); // 1 s heartbeats × liveness 5
     core.on_tick(t0() + window - TimeDelta::milliseconds(1));
     assert!(core.sessions.contains_key("w1"), "still alive");
@@ -434,8 +508,8 @@ fn a_silent_worker_is_declared_dead_exactly_at_its_liveness_deadline() {
 #[test]
 fn a_deadline_fails_the_attempt_and_tells_the_worker() {
     let mut core = ready_core(10);
-    let (batch_id, steps) = dispatch_one(&mut core, t0());
-    record(&mut core, batch_id, &steps, 1, t0());
+    let (batch_id, _) = dispatch_one(&mut core, t0());
+    sent_batch(&mut core, batch_id);
     // Keep the worker alive past the step's deadline (30 s timeout + 2 s grace).
     let deadline = t0() + TimeDelta::seconds(32);
     let mut now = t0();
@@ -520,8 +594,8 @@ fn results_wait_for_recovery_and_frames_without_a_session_are_refused() {
 #[test]
 fn a_failed_send_requeues_the_steps_and_an_unreachable_worker_is_dropped() {
     let mut core = ready_core(10);
-    let (batch_id, steps) = dispatch_one(&mut core, t0());
-    record(&mut core, batch_id, &steps, 1, t0());
+    let (batch_id, _) = dispatch_one(&mut core, t0());
+    sent_batch(&mut core, batch_id);
     core.on_send_failed(
         batch_id,
         &tasker_transport::TransportError::PeerUnreachable { peer: peer() },
@@ -570,8 +644,8 @@ fn a_failed_send_requeues_the_steps_and_an_unreachable_worker_is_dropped() {
 #[test]
 fn a_batch_completion_is_reconciled_with_the_partial_results() {
     let mut core = ready_core(10);
-    let (batch_id, steps) = dispatch_one(&mut core, t0());
-    record(&mut core, batch_id, &steps, 1, t0());
+    let (batch_id, _) = dispatch_one(&mut core, t0());
+    sent_batch(&mut core, batch_id);
     core.on_frame(
         peer(),
         completed(batch_id, 11, 1, json!(1)),
@@ -695,17 +769,12 @@ fn diamond_numbered(task_id: i64) -> TaskDag {
     dag
 }
 
-/// The batches of the record actions among `actions`, in order: (id, step ids).
+/// The batches of the commits among `actions`, one list per commit: (id, step ids).
 fn records_asked(actions: &[Action]) -> Vec<Vec<(Uuid, Vec<i64>)>> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::RecordBatches(batches) => Some(
-                batches
-                    .iter()
-                    .map(|b| (b.batch_uuid, b.steps.iter().map(|s| s.step_id).collect()))
-                    .collect(),
-            ),
+            Action::Commit { params, .. } => Some(recorded_in(params)),
             _ => None,
         })
         .collect()
@@ -721,7 +790,9 @@ fn sends(actions: &[Action]) -> Vec<Uuid> {
         .collect()
 }
 
-fn included(batch: &(Uuid, Vec<i64>), task_id: i64) -> BatchRecorded {
+/// The store's answer for a batch with every step included at attempt 1 (the tests' step ids
+/// are `task_id * 10 + n`).
+fn included(batch: &(Uuid, Vec<i64>)) -> BatchRecorded {
     BatchRecorded {
         recorded: true,
         included: batch
@@ -730,7 +801,7 @@ fn included(batch: &(Uuid, Vec<i64>), task_id: i64) -> BatchRecorded {
             .enumerate()
             .map(|(i, &step_id)| DispatchedStep {
                 step_id,
-                task_id,
+                task_id: step_id / 10,
                 attempt: 1,
                 sequence_order: i as i32,
             })
@@ -740,39 +811,47 @@ fn included(batch: &(Uuid, Vec<i64>), task_id: i64) -> BatchRecorded {
 }
 
 #[test]
-fn batches_planned_while_a_record_is_in_flight_are_recorded_together_and_sent_after_commit() {
+fn batches_planned_while_a_commit_is_in_flight_are_recorded_together_and_sent_after_commit() {
     let mut core = ready_core(10);
-    let (batch_a, steps) = dispatch_one(&mut core, t0());
-    // Two more tasks arrive, in two loop turns, while the first record is in flight.
-    core.on_tasks_loaded(vec![diamond_numbered(2)], t0());
     core.dispatch(t0());
-    let actions = core.take_actions();
-    assert!(records_asked(&actions).is_empty(), "one record in flight");
-    core.on_tasks_loaded(vec![diamond_numbered(3)], t0());
-    core.dispatch(t0());
-    assert!(records_asked(&core.take_actions()).is_empty());
-    record(&mut core, batch_a, &steps, 1, t0());
+    let (first, first_book) = commit(&mut core, t0());
+    // Two more tasks arrive, in two loop turns, while the first commit is in flight.
+    for task_id in [2, 3] {
+        core.on_tasks_loaded(vec![diamond_numbered(task_id)], t0());
+        core.dispatch(t0());
+        core.start_commit(t0());
+        assert!(
+            records_asked(&core.take_actions()).is_empty(),
+            "one commit in flight"
+        );
+    }
+    let answer = applied(&first);
+    core.on_commit_done(first_book, Ok(answer), t0());
+    assert_eq!(sends(&core.take_actions()).len(), 1, "the first batch");
 
-    // The next turn records both waiting batches in one write; nothing is sent before it
-    // commits.
-    core.dispatch(t0());
+    // The next commit records both waiting batches; nothing is sent before it commits.
+    core.start_commit(t0());
     let actions = core.take_actions();
     let groups = records_asked(&actions);
     assert_eq!(groups.len(), 1, "one write");
-    let group = &groups[0];
     assert_eq!(
-        group.iter().map(|b| b.1.clone()).collect::<Vec<_>>(),
+        groups[0].iter().map(|b| b.1.clone()).collect::<Vec<_>>(),
         vec![vec![21], vec![31]],
         "in the order planned"
     );
     assert!(sends(&actions).is_empty());
-    core.dispatch(t0());
-    assert!(records_asked(&core.take_actions()).is_empty());
+    let book = actions
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Commit { book, .. } => Some(*book),
+            _ => None,
+        })
+        .unwrap();
 
     // The write fails: neither batch is sent; both steps wait out the pause and are planned
     // again.
-    core.on_batches_recorded(
-        group.iter().map(|b| b.0).collect(),
+    core.on_commit_done(
+        book,
         Err(tasker_store::StoreError::Unavailable {
             target: "unit".into(),
             cause: "gone".into(),
@@ -781,23 +860,22 @@ fn batches_planned_while_a_record_is_in_flight_are_recorded_together_and_sent_af
     );
     assert!(sends(&core.take_actions()).is_empty());
     core.dispatch(t0());
+    core.start_commit(t0());
     assert!(records_asked(&core.take_actions()).is_empty(), "paused");
     let later = t0() + TimeDelta::seconds(2);
+    core.on_tick(later);
     core.dispatch(later);
-    let groups = records_asked(&core.take_actions());
-    assert_eq!(groups.len(), 1);
-    let mut steps: Vec<i64> = groups[0].iter().flat_map(|b| b.1.clone()).collect();
+    let (params, book) = commit(&mut core, later);
+    let recorded = recorded_in(&params);
+    let mut steps: Vec<i64> = recorded.iter().flat_map(|b| b.1.clone()).collect();
     steps.sort_unstable();
     assert_eq!(steps, vec![21, 31], "both planned again");
 
     // This time it commits: each batch is sent, once.
-    let outcomes = groups[0]
-        .iter()
-        .map(|b| included(b, if b.1[0] == 21 { 2 } else { 3 }))
-        .collect();
-    core.on_batches_recorded(groups[0].iter().map(|b| b.0).collect(), Ok(outcomes), later);
+    let answer = applied(&params);
+    core.on_commit_done(book, Ok(answer), later);
     let sent = sends(&core.take_actions());
-    assert_eq!(sent, groups[0].iter().map(|b| b.0).collect::<Vec<_>>());
+    assert_eq!(sent, recorded.iter().map(|b| b.0).collect::<Vec<_>>());
 }
 
 fn checks(actions: &[Action]) -> Vec<i64> {
@@ -850,8 +928,14 @@ fn a_task_awaited_during_a_claim_is_read_only_if_the_claims_do_not_take_it_on() 
     assert!(checks(&core.take_actions()).is_empty(), "held");
 }
 
-/// Delivers a step's result, commits it, and checks it is acknowledged as applied.
-fn complete_step(core: &mut EngineCore, batch_id: Uuid, step_id: i64, now: DateTime<Utc>) {
+/// Delivers a step's result, commits it, and checks it is acknowledged as applied; returns the
+/// batches dispatched in the same commit, each sent.
+fn complete_step(
+    core: &mut EngineCore,
+    batch_id: Uuid,
+    step_id: i64,
+    now: DateTime<Utc>,
+) -> Vec<(Uuid, Vec<i64>)> {
     core.on_frame(
         peer(),
         completed(batch_id, step_id, 1, json!({ "step": step_id })),
@@ -859,12 +943,19 @@ fn complete_step(core: &mut EngineCore, batch_id: Uuid, step_id: i64, now: DateT
         Instant::now(),
     );
     let (params, book) = commit(core, now);
+    let recorded = recorded_in(&params);
     let answer = applied(&params);
     core.on_commit_done(book, Ok(answer), now);
+    let actions = core.take_actions();
     assert_eq!(
-        acks(&core.take_actions()),
+        acks(&actions),
         vec![(batch_id, Some(step_id), AckOutcome::Applied)]
     );
+    assert_eq!(
+        sends(&actions),
+        recorded.iter().map(|b| b.0).collect::<Vec<_>>()
+    );
+    recorded
 }
 
 #[test]
@@ -872,44 +963,40 @@ fn steps_of_started_tasks_are_dispatched_before_the_roots_of_waiting_tasks() {
     let mut core = ready_core(2);
     let (batch_a, steps) = dispatch_one(&mut core, t0());
     assert_eq!(steps, vec![11]);
-    record(&mut core, batch_a, &steps, 1, t0());
+    sent_batch(&mut core, batch_a);
 
     // A task not yet started arrives. Nothing of a started task is ready, so its root goes out
     // with the credit left.
     core.on_tasks_loaded(vec![diamond_numbered(2)], t0());
     let batch_2 = dispatch_one(&mut core, t0());
     assert_eq!(batch_2.1, vec![21]);
-    core.on_batch_recorded(batch_2.0, Ok(included(&batch_2, 2)), t0());
     assert_eq!(sends(&core.take_actions()), vec![batch_2.0]);
 
     // A backlog of tasks not yet started queues up while no credit is free.
     for task_id in [3, 4] {
         core.on_tasks_loaded(vec![diamond_numbered(task_id)], t0());
         core.dispatch(t0());
+        core.start_commit(t0());
         assert!(records_asked(&core.take_actions()).is_empty(), "no credit");
     }
 
     // Task 1's root completes: its children were made ready after roots 31 and 41 were
-    // queued, yet go first.
+    // queued, yet go first, in the commit of the root's result.
     let t1 = t0() + TimeDelta::milliseconds(5);
-    complete_step(&mut core, batch_a, 11, t1);
-    let batch_b = dispatch_one(&mut core, t1);
+    let batch_b = complete_step(&mut core, batch_a, 11, t1);
     assert_eq!(
-        batch_b.1,
-        vec![12],
+        batch_b.iter().map(|b| b.1.clone()).collect::<Vec<_>>(),
+        vec![vec![12]],
         "a child of a started task before roots 31, 41"
     );
-    core.on_batch_recorded(batch_b.0, Ok(included(&batch_b, 1)), t1);
-    assert_eq!(sends(&core.take_actions()), vec![batch_b.0]);
 
     // Task 2's root completes too; started tasks' steps keep their order: task 1's step c,
     // made ready first, goes before task 2's children.
     let t2 = t1 + TimeDelta::milliseconds(5);
-    complete_step(&mut core, batch_2.0, 21, t2);
-    let batch_c = dispatch_one(&mut core, t2);
+    let batch_c = complete_step(&mut core, batch_2.0, 21, t2);
     assert_eq!(
-        batch_c.1,
-        vec![13],
+        batch_c.iter().map(|b| b.1.clone()).collect::<Vec<_>>(),
+        vec![vec![13]],
         "first in, first out among started tasks"
     );
 }

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tasker_store::{
-    BatchRecorded, Store, StoreError, TaskDag, TasksActive, TasksClaim, TasksLease,
-    TransitionsApplied,
+    Store, StoreError, TaskDag, TasksActive, TasksClaim, TasksLease, TransitionsApplied,
 };
 use tasker_transport::{RouterEvent, RouterEvents, RouterHandle, TransportError};
 use tokio::sync::{mpsc, oneshot};
@@ -36,8 +35,11 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// What an [`EngineHandle`](crate::EngineHandle) asks of the loop.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// A task was created (or re-requested): claim and drive it.
-    TaskCreated { task_id: i64 },
+    /// Create these tasks in the next group commit; reply once it is durable.
+    CreateTasks {
+        tasks: Vec<tasker_store::NewTask>,
+        reply: oneshot::Sender<EngineResult<Vec<tasker_store::TaskCreated>>>,
+    },
     /// Reply once the task has finished.
     AwaitTask {
         task_id: i64,
@@ -50,10 +52,6 @@ pub(crate) enum Command {
 /// Completions of the store operations and sends the shell spawned.
 #[derive(Debug)]
 enum Internal {
-    BatchesRecorded {
-        batch_ids: Vec<Uuid>,
-        result: Result<Vec<BatchRecorded>, StoreError>,
-    },
     SendFailed {
         batch_id: Uuid,
         error: TransportError,
@@ -135,10 +133,7 @@ async fn run(
                 }
             }
             command = commands.recv(), if stopping.is_none() => match command {
-                Some(Command::TaskCreated { task_id }) => {
-                    tracing::debug!(task_id, "task created; claiming");
-                    core.request_claim();
-                }
+                Some(Command::CreateTasks { tasks, reply }) => core.on_create(tasks, reply),
                 Some(Command::AwaitTask { task_id, reply }) => core.on_await(task_id, reply),
                 Some(Command::Shutdown { done }) => {
                     core.begin_shutdown();
@@ -170,9 +165,9 @@ async fn run(
         if let Some((_, until)) = &stopping {
             // Only store completions arrive now; their follow-ups (acks, a batch recorded just
             // before the stop) still go out, so the worker runs it and the next engine gets
-            // its result. Batches planned before the stop are recorded once the record in flight
-            // is done, and sent.
-            core.start_record();
+            // its result. Results received and batches planned before the stop are committed
+            // once the commit in flight is done, and acknowledged or sent.
+            core.start_commit(clock.now());
             shell.execute(core.take_actions());
             if !core.has_writes_in_flight() || tokio::time::Instant::now() >= *until {
                 break;
@@ -220,9 +215,6 @@ fn handle_router_event(core: &mut EngineCore, event: RouterEvent, now: DateTime<
 
 fn handle_internal(core: &mut EngineCore, event: Internal, now: DateTime<Utc>) {
     match event {
-        Internal::BatchesRecorded { batch_ids, result } => {
-            core.on_batches_recorded(batch_ids, result, now);
-        }
         Internal::SendFailed { batch_id, error } => core.on_send_failed(batch_id, &error, now),
         Internal::CommitDone { book, result } => core.on_commit_done(*book, result, now),
         Internal::TasksLoaded(dags) => core.on_tasks_loaded(dags, now),
@@ -263,15 +255,6 @@ impl Shell {
                     if let Err(error) = pending.await {
                         let _ = internal.send(Internal::SendFailed { batch_id, error });
                     }
-                });
-            }
-            Action::RecordBatches(batches) => {
-                let store = Arc::clone(&self.store);
-                let internal = self.internal.clone();
-                let batch_ids = batches.iter().map(|b| b.batch_uuid).collect();
-                tokio::spawn(async move {
-                    let result = store.batches_record(batches).await;
-                    let _ = internal.send(Internal::BatchesRecorded { batch_ids, result });
                 });
             }
             Action::Commit { params, book } => {

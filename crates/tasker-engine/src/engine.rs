@@ -175,21 +175,23 @@ impl EngineHandle {
     /// [`EngineError::UnknownTemplate`] naming namespace, name and version;
     /// [`EngineError::InvalidContext`] listing every violation with its JSON pointer;
     /// [`EngineError::Store`] when the store fails.
+    ///
+    /// The request is validated here; the task is created by the engine loop, in its next group
+    /// commit, together with the other creations, results and dispatches of that moment, already
+    /// claimed by this engine and held in its memory (no claim round, no read back). The call
+    /// answers once that commit is durable; the task's first steps are dispatched at once.
     pub async fn initialize_task(&self, request: TaskRequest) -> EngineResult<TaskCreated> {
-        if self.shared.commands.is_closed() {
-            return Err(EngineError::Stopped);
-        }
-        let (template, new_task) = self.prepare(request)?;
-        let created = self.shared.store.task_create(new_task).await?;
-        // A new (or re-requested, still unfinished) task: let the loop claim and drive it.
-        let _ = self.shared.commands.send(Command::TaskCreated {
-            task_id: created.task_id,
-        });
-        Ok(task_created(&template, created))
+        let mut created = self.initialize_tasks(vec![request]).await?;
+        created.pop().ok_or_else(|| {
+            EngineError::Store(tasker_store::StoreError::Backend {
+                cause: "the store returned no outcome for the task created".to_owned(),
+            })
+        })
     }
 
-    /// [`Self::initialize_task`] for many requests in one store transaction (bulk loading,
-    /// benchmarks). Every request is validated first; nothing is created if one is invalid.
+    /// [`Self::initialize_task`] for many requests, created in one group commit (bulk loading,
+    /// benchmarks, `POST /v1/tasks/bulk`). Every request is validated first; nothing is created
+    /// if one is invalid.
     ///
     /// # Errors
     ///
@@ -205,15 +207,24 @@ impl EngineHandle {
         let mut new_tasks = Vec::with_capacity(requests.len());
         for request in requests {
             let (template, new_task) = self.prepare(request)?;
+            // Checked before it joins a group commit, where an invalid task would fail the
+            // whole group (other callers' tasks and workers' results with it).
+            new_task.validate()?;
             templates.push(template);
             new_tasks.push(new_task);
         }
-        let created = self.shared.store.tasks_create_many(new_tasks).await?;
-        if let Some(last) = created.last() {
-            let _ = self.shared.commands.send(Command::TaskCreated {
-                task_id: last.task_id,
-            });
+        if new_tasks.is_empty() {
+            return Ok(Vec::new());
         }
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::CreateTasks {
+                tasks: new_tasks,
+                reply,
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        let created = answer.await.map_err(|_| EngineError::Stopped)??;
         Ok(templates
             .iter()
             .zip(created)
@@ -262,6 +273,24 @@ impl EngineHandle {
             .send(Command::AwaitTask { task_id, reply })
             .map_err(|_| EngineError::Stopped)?;
         answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Waits until the task has finished or `timeout` passed, whichever comes first: the long
+    /// poll behind `GET /v1/tasks/{id}?wait_ms=N`. Returns the outcome when it finished, `None`
+    /// at the timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::handle`].
+    pub async fn wait_task(
+        &self,
+        task_id: i64,
+        timeout: std::time::Duration,
+    ) -> EngineResult<Option<TaskOutcome>> {
+        match tokio::time::timeout(timeout, self.handle(task_id)).await {
+            Ok(outcome) => outcome.map(Some),
+            Err(_elapsed) => Ok(None),
+        }
     }
 
     /// The task as stored now: the task row, its steps and the engine's reading of them

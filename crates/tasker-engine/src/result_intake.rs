@@ -167,13 +167,19 @@ struct BatchSet {
 }
 
 /// Everything needed to finish a commit once the store answers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct CommitBook {
     results: Vec<BookedResult>,
     task_sets: Vec<TaskSet>,
     batch_sets: Vec<BatchSet>,
     completions: Vec<BookedCompletion>,
     internal: Vec<CommitItem>,
+    /// The batches recorded in the same transaction, in order.
+    batch_ids: Vec<Uuid>,
+    /// The tasks created in the same transaction, and the creations (each with its number of
+    /// tasks) to answer.
+    created: Vec<tasker_store::NewTask>,
+    creations: Vec<(crate::core::Creation, usize)>,
 }
 
 /// A batch completion in a commit, noted on the batch once its change set applied.
@@ -205,25 +211,30 @@ struct BatchTouch {
 }
 
 impl EngineCore {
-    /// Starts a group commit of everything pending, unless one is in flight (then the items wait
-    /// and join the next group).
+    /// Starts a group commit of everything pending — results and internal changes, the dispatch
+    /// of the steps they make ready, and the batches planned since the last commit — unless one
+    /// is in flight (then everything waits and joins the next group).
     pub(crate) fn start_commit(&mut self, now: DateTime<Utc>) {
-        if self.commit_in_flight || self.pending_items.is_empty() {
+        if self.commit_in_flight {
             return;
         }
         if self.paused_until.is_some_and(|until| until > now) {
             // The store just failed: give it a moment instead of hammering it.
             return;
         }
-        if !self.recovered {
-            // Results may be for tasks still being loaded after a restart: classifying them now
-            // would reject them. They wait (unacknowledged) until recovery has loaded the tasks.
+        // Before recovery ends, results may be for tasks still being loaded after a restart:
+        // classifying them now would reject them. They wait (unacknowledged) until recovery has
+        // loaded the tasks; batches planned for tasks already loaded go ahead.
+        let take = if self.recovered {
+            self.pending_items
+                .len()
+                .min(self.options.max_results_per_commit)
+        } else {
+            0
+        };
+        if take == 0 && !self.has_unrecorded_batches() && self.creations.is_empty() {
             return;
         }
-        let take = self
-            .pending_items
-            .len()
-            .min(self.options.max_results_per_commit);
         let items: Vec<CommitItem> = self.pending_items.drain(..take).collect();
         let mut ledger: Vec<LedgerEntry> = Vec::new();
         let mut book = CommitBook::default();
@@ -447,6 +458,7 @@ impl EngineCore {
         }
 
         let mut changes: Vec<ChangeSet> = Vec::new();
+        let mut children_to_plan = Vec::new();
         for task_id in &finalize_only {
             groups.entry(*task_id).or_default();
         }
@@ -468,6 +480,11 @@ impl EngineCore {
                 view.retryable = task.steps[t.index].retryable
                     && crate::engine::last_failure_retryable(errors[t.index].as_ref());
             }
+            let changed: HashSet<usize> = group.tentatives.iter().map(|t| t.index).collect();
+            let children_ready: Vec<usize> = tasker_core::readiness::ready_steps(&views, now)
+                .into_iter()
+                .filter(|index| !changed.contains(index))
+                .collect();
             let finalization = if matches!(task.state, TaskState::Pending | TaskState::InProgress) {
                 let facts: Vec<StepFacts<'_>> = task
                     .steps
@@ -486,6 +503,15 @@ impl EngineCore {
             if group.changes.is_empty() && finalization.is_none() {
                 task.finishing = false;
                 continue;
+            }
+            if !children_ready.is_empty() {
+                let outputs = group
+                    .tentatives
+                    .iter()
+                    .filter(|t| t.state == StepState::Complete)
+                    .filter_map(|t| t.results.clone().map(|r| (t.index, r)))
+                    .collect();
+                children_to_plan.push((task_id, children_ready, outputs));
             }
             let tasks_changes = finalization
                 .iter()
@@ -614,9 +640,17 @@ impl EngineCore {
             }
         }
 
-        if ledger.is_empty() && changes.is_empty() {
+        for (task_id, ready, outputs) in children_to_plan {
+            self.plan_children(task_id, &ready, outputs, now);
+        }
+        let batches = self.take_unrecorded();
+        let (tasks, creations) = self.take_creations(now);
+        if ledger.is_empty() && changes.is_empty() && batches.is_empty() && tasks.is_empty() {
             return;
         }
+        book.batch_ids = batches.iter().map(|b| b.batch_uuid).collect();
+        book.creations = creations;
+        book.created.clone_from(&tasks);
         self.commit_in_flight = true;
         let params = TransitionsApply {
             now,
@@ -624,6 +658,8 @@ impl EngineCore {
             ledger,
             changes,
             all_or_nothing: false,
+            batches,
+            tasks,
         };
         self.push(Action::Commit {
             params,
@@ -693,7 +729,7 @@ impl EngineCore {
     /// The store answered a group commit.
     pub(crate) fn on_commit_done(
         &mut self,
-        book: CommitBook,
+        mut book: CommitBook,
         result: Result<TransitionsApplied, StoreError>,
         now: DateTime<Utc>,
     ) {
@@ -704,6 +740,13 @@ impl EngineCore {
             Ok(applied) => applied,
             Err(error) => {
                 tracing::error!(%error, results = book.results.len(), "group commit failed; results stay unacknowledged (workers re-send them)");
+                self.on_tasks_created(
+                    std::mem::take(&mut book.created),
+                    std::mem::take(&mut book.creations),
+                    Err(error.clone()),
+                    now,
+                );
+                self.on_batches_recorded(book.batch_ids.clone(), Err(error), now);
                 for set in &book.task_sets {
                     if let Some(task) = self.tasks.get_mut(&set.task_id) {
                         for t in &set.tentatives {
@@ -768,6 +811,20 @@ impl EngineCore {
                 batch.findings = completion.findings;
             }
         }
+        // The dispatches recorded in the same transaction, after the changes that made their steps
+        // ready were applied to memory above: each batch is sent now (before the acks, which are
+        // not on the path to the next step).
+        self.on_tasks_created(
+            std::mem::take(&mut book.created),
+            std::mem::take(&mut book.creations),
+            Ok(applied.tasks),
+            now,
+        );
+        self.on_batches_recorded(
+            std::mem::take(&mut book.batch_ids),
+            Ok(applied.batches),
+            now,
+        );
         let mut closed: Vec<Uuid> = self
             .batches
             .iter()

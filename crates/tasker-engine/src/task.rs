@@ -111,6 +111,7 @@ impl TaskRequest {
             steps,
             edges,
             now,
+            claim: None,
         })
     }
 }
@@ -173,4 +174,74 @@ pub struct TaskStatus {
     pub execution: ExecutionStatus,
     /// When the status was read.
     pub read_at: DateTime<Utc>,
+}
+
+/// The stored form of a task the engine just created (`created.created` is true), built from
+/// what it asked the store to write and the ids the store assigned, so the engine holds the task
+/// without reading it back: `pending`, every step `pending` with no attempt, claimed as asked.
+pub(crate) fn created_dag(
+    task: &NewTask,
+    created: &tasker_store::TaskCreated,
+) -> tasker_store::TaskDag {
+    let steps = task
+        .steps
+        .iter()
+        .zip(&created.step_ids)
+        .enumerate()
+        .map(|(position, (step, &step_id))| StepRecord {
+            step_id,
+            task_id: created.task_id,
+            name: step.name.clone(),
+            position: i32::try_from(position).unwrap_or(i32::MAX),
+            handler_class: step.handler_class.clone(),
+            handler_config: step.handler_config.clone(),
+            retryable: step.retryable,
+            retry_limit: step.retry_limit,
+            timeout_ms: step.timeout_ms,
+            backoff: step.backoff,
+            state: tasker_core::state::StepState::Pending,
+            attempts: 0,
+            last_attempted_at: None,
+            backoff_until: None,
+            results: None,
+            last_error: None,
+            in_flight_batch: None,
+            in_flight_deadline_at: None,
+            created_at: task.now,
+            updated_at: task.now,
+        })
+        .collect();
+    let mut edges: Vec<(i64, i64)> = task
+        .edges
+        .iter()
+        .filter_map(|&(parent, child)| {
+            Some((
+                *created.step_ids.get(parent)?,
+                *created.step_ids.get(child)?,
+            ))
+        })
+        .collect();
+    edges.sort_unstable();
+    tasker_store::TaskDag {
+        task: TaskRecord {
+            task_id: created.task_id,
+            namespace: task.namespace.clone(),
+            name: task.name.clone(),
+            version: task.version.clone(),
+            state: TaskState::Pending,
+            context: task.context.clone(),
+            initiator: task.initiator.clone(),
+            source_system: task.source_system.clone(),
+            reason: task.reason.clone(),
+            tags: task.tags.clone(),
+            idempotency_key: task.idempotency_key.clone(),
+            claimed_by: task.claim.as_ref().map(|c| c.orchestrator_id.clone()),
+            claim_expires_at: task.claim.as_ref().map(|c| c.expires_at),
+            created_at: task.now,
+            updated_at: task.now,
+            completed_at: None,
+        },
+        steps,
+        edges,
+    }
 }
