@@ -31,6 +31,7 @@ use tasker_store::{Backend, DatabaseUrl, SqliteDurability};
 use tasker_worker::builtin::TEST_HANDLER_CLASS;
 
 use crate::bench::fleet::WorkerMode;
+use crate::bench::http_load::{self, HttpLoadSettings};
 use crate::bench::report::{Baseline, BenchConfig, BenchReport, Memory, Ratios, ratio};
 use crate::bench::transport_baseline::TransportKind;
 use crate::bench::workload::WorkloadSettings;
@@ -116,10 +117,35 @@ pub(crate) struct BenchArgs {
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// Measure through the HTTP API instead, as a user of `tasker serve` meets it: clients
+    /// create tasks with `POST /v1/tasks` and wait with the long poll. Three phases: one client
+    /// creating and waiting in turn (--latency-tasks), --clients clients doing the same for
+    /// --tasks tasks, and --clients clients creating --tasks tasks without waiting. The
+    /// baselines are not measured in this mode.
+    #[arg(long)]
+    pub(crate) http: bool,
+
+    /// With --http: concurrent clients of the throughput and creation phases.
+    #[arg(long, value_name = "C", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub(crate) clients: u32,
+
+    /// With --http: tasks of the sequential (latency) phase, after --warmup more.
+    #[arg(long, value_name = "N", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) latency_tasks: u32,
+
+    /// With --http: warm-up tasks before the sequential phase (not measured).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub(crate) warmup: u32,
 }
 
 /// Runs the benchmark and prints its report; exits 1 when the final check failed.
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.http {
+        return run_http(args);
+    }
     let (templates, template) = load_template(&args.template)?;
     let worker_mode = if args.worker_processes {
         WorkerMode::Processes
@@ -181,6 +207,73 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `tasker bench --http`: see [`crate::bench::http_load`].
+fn run_http(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let (templates, template) = load_template(&args.template)?;
+    let worker_mode = if args.worker_processes {
+        WorkerMode::Processes
+    } else {
+        WorkerMode::InProcess
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("tasker-bench-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    let endpoint = resolve_endpoint(&args.endpoint, dir.path(), worker_mode)?;
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("bench.db").display()));
+    let durability = durability_of(&database_url)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(async {
+        let store = tasker_store::connect(&database_url)
+            .await
+            .context("cannot open the database")?;
+        let mut engine_options = EngineOptions::with_endpoint(&endpoint);
+        engine_options.orchestrator_id = "tasker-bench".to_owned();
+        engine_options.batch_size = args.batch_size;
+        let database = format!("{} ({durability})", hide_password(&database_url));
+        let outcome = http_load::run(
+            HttpLoadSettings {
+                engine_options,
+                templates,
+                template,
+                latency_tasks: args.latency_tasks,
+                warmup: args.warmup,
+                tasks: args.tasks,
+                clients: args.clients,
+                workers: args.workers,
+                capacity: args.capacity,
+                worker_mode,
+                dir: dir.path().to_path_buf(),
+                timeout: Duration::from_secs(args.timeout_secs),
+            },
+            Arc::clone(&store),
+            database,
+        )
+        .await;
+        store.close().await;
+        outcome
+    })?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report).context("writing the report")?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report.render_text())?;
+    }
+    out.flush()?;
+    Ok(if report.all_complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -9,12 +9,15 @@
 //!   every task and step checked afterwards.
 //! - [`fleet`]: the workers of a run — Rust SDK workers in this process, or `tasker worker`
 //!   child processes — and how many times each step ran on them.
+//! - [`http_load`]: `--http`, the engine behind the HTTP API with clients creating tasks and
+//!   waiting for them (the latency and throughput a user of `tasker serve` gets).
 //! - [`store_calls`]: the store with every operation counted and timed, to show where the
 //!   database time of a run goes.
 //! - [`report`]: the figures ([`report::BenchReport`]), latency percentiles, and the text
 //!   rendering.
 
 pub(crate) mod fleet;
+pub(crate) mod http_load;
 pub(crate) mod report;
 pub(crate) mod store_baseline;
 pub(crate) mod store_calls;
