@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from live_tasker import (
+    GUARD_SECONDS,
     REPO_DIR,
     LiveTasker,
     Worker,
@@ -31,7 +33,7 @@ from live_tasker import (
     wait_until,
 )
 
-from tasker_worker import TaskerApiError
+from tasker_worker import TaskerApiError, TaskerWaitTimeout
 
 PYTHON_HANDLERS = ["tasker_worker.testing", "examples.python.order_fulfillment"]
 SHAPES = ["linear", "diamond", "parallel_merge", "tree", "mixed_dag"]
@@ -164,6 +166,48 @@ def test_the_client_reports_the_apis_refusals(system: System) -> None:
 
     with pytest.raises(TaskerApiError) as missing:
         system.client.get_task(987654321)
+    assert (missing.value.status, missing.value.code) == (404, "task_not_found")
+
+
+def test_create_and_wait_returns_the_finished_diamond(system: System) -> None:
+    # The timeout only bounds a hang; the long poll answers when the task finishes.
+    task = system.client.create_and_wait("examples", "diamond", {}, timeout=GUARD_SECONDS)
+    assert task["state"] == "complete", f"{task}\n{system.tasker.diagnostics()}"
+    assert task["name"] == "diamond"
+    assert sorted(step["name"] for step in task["steps"]) == ["a", "b", "c", "d"]
+    for step in task["steps"]:
+        assert step["state"] == "complete", step
+        assert step["results"]["worker"] in system.worker_ids(), step
+    again = system.client.get_task(task["task_id"])
+    assert (again["state"], again["steps"]) == (task["state"], task["steps"])
+
+
+def test_wait_task_times_out_on_a_slow_task_then_sees_it_finish(system: System) -> None:
+    # Step a sleeps 3 s: the task cannot finish within the 0.5 s wait.
+    task_id = system.client.initialize_task(
+        "examples", "diamond", {"test_behaviour": {"a": {"sleep_ms": 3000}}}
+    )
+    started = time.monotonic()
+    with pytest.raises(TaskerWaitTimeout) as timed_out:
+        system.client.wait_task(task_id, timeout=0.5)
+    assert time.monotonic() - started >= 0.5
+    assert timed_out.value.task_id == task_id
+    assert timed_out.value.state in {"pending", "in_progress"}, timed_out.value.task
+    assert timed_out.value.task["task_id"] == task_id
+
+    task = system.client.wait_task(task_id, timeout=GUARD_SECONDS)
+    assert task["state"] == "complete", f"{task}\n{system.tasker.diagnostics()}"
+    assert {step["state"] for step in task["steps"]} == {"complete"}
+
+
+def test_the_server_refuses_a_wait_beyond_its_limit(system: System) -> None:
+    task_id = system.client.initialize_task("examples", "linear", {})
+    with pytest.raises(TaskerApiError) as refused:
+        system.client._get_task(task_id, 60_001)  # the client never asks more than 30 000
+    assert (refused.value.status, refused.value.code) == (400, "invalid_query")
+    assert [detail["pointer"] for detail in refused.value.details] == ["wait_ms"]
+    with pytest.raises(TaskerApiError) as missing:
+        system.client.wait_task(987654321, timeout=1)
     assert (missing.value.status, missing.value.code) == (404, "task_not_found")
 
 

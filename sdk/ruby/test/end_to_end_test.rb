@@ -127,6 +127,52 @@ class EndToEndTest < Minitest::Test
     assert_equal [404, "task_not_found"], [missing.status, missing.code]
   end
 
+  def test_create_and_wait_returns_the_finished_diamond
+    tasker = self.class.shared_system
+    # The timeout only bounds a hang; the long poll answers when the task finishes.
+    task = tasker.client.create_and_wait(namespace: "examples", name: "diamond", context: {},
+                                         timeout: LiveTasker::GUARD_SECONDS)
+    assert_equal "complete", task["state"], "#{task.inspect}\n#{tasker.diagnostics}"
+    assert_equal "diamond", task["name"]
+    assert_equal %w[a b c d], task["steps"].map { |step| step["name"] }.sort
+    worker_ids = tasker.workers.map(&:worker_id)
+    task["steps"].each do |step|
+      assert_equal "complete", step["state"], step.inspect
+      assert_includes worker_ids, step["results"]["worker"]
+    end
+    again = tasker.client.get_task(task["task_id"])
+    assert_equal [task["state"], task["steps"]], [again["state"], again["steps"]]
+  end
+
+  def test_wait_task_times_out_on_a_slow_task_then_sees_it_finish
+    tasker = self.class.shared_system
+    # Step a sleeps 3 s: the task cannot finish within the 0.5 s wait.
+    task_id = tasker.client.initialize_task(namespace: "examples", name: "diamond",
+                                            context: { "test_behaviour" => { "a" => { "sleep_ms" => 3000 } } })
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    error = assert_raises(TaskerWorker::WaitTimeout) { tasker.client.wait_task(task_id, timeout: 0.5) }
+    assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - started, :>=, 0.5
+    assert_equal task_id, error.task_id
+    assert_includes %w[pending in_progress], error.state, error.task.inspect
+    assert_equal task_id, error.task["task_id"]
+
+    task = tasker.client.wait_task(task_id, timeout: LiveTasker::GUARD_SECONDS)
+    assert_equal "complete", task["state"], "#{task.inspect}\n#{tasker.diagnostics}"
+    assert_equal ["complete"], task["steps"].map { |step| step["state"] }.uniq
+  end
+
+  def test_the_server_refuses_a_wait_beyond_its_limit
+    client = self.class.shared_system.client
+    task_id = client.initialize_task(namespace: "examples", name: "linear", context: {})
+    # The client never asks for more than 30 000 ms.
+    refused = assert_raises(TaskerWorker::ApiError) { client.send(:poll_task, task_id, 60_001) }
+    assert_equal [400, "invalid_query"], [refused.status, refused.code]
+    assert_equal ["wait_ms"], refused.details.map { |detail| detail["pointer"] }
+
+    missing = assert_raises(TaskerWorker::ApiError) { client.wait_task(987_654_321, timeout: 1) }
+    assert_equal [404, "task_not_found"], [missing.status, missing.code]
+  end
+
   def test_a_retryable_failure_is_retried_until_it_succeeds
     tasker = self.class.shared_system
     task_id = tasker.client.initialize_task(

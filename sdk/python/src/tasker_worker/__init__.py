@@ -26,13 +26,14 @@ or, without writing the last line: ``python -m tasker_worker --connect tcp://127
 
 Modules: :mod:`.handlers` (the handler interface), :mod:`.errors`, :mod:`.worker` (the worker
 and how it reports each outcome), :mod:`.protocol` (messages, validation, limits),
-:mod:`.client` (a small HTTP client for the orchestrator's API), :mod:`.testing` (the
-``tasker.test`` handler), :mod:`.loading` (finding handlers in modules).
+:mod:`.client` (a small HTTP client for the orchestrator's API: create tasks, read them, wait
+for them to finish), :mod:`.testing` (the ``tasker.test`` handler), :mod:`.loading` (finding
+handlers in modules).
 """
 
 __version__ = "0.1.0"
 
-from .client import TaskerApiError, TaskerClient  # noqa: E402
+from .client import TaskerApiError, TaskerClient, TaskerWaitTimeout  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigurationError,
     HelloRejected,
@@ -58,6 +59,7 @@ __all__ = [
     "StepHandler",
     "TaskerApiError",
     "TaskerClient",
+    "TaskerWaitTimeout",
     "Task",
     "Worker",
     "WorkerError",
