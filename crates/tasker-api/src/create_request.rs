@@ -29,7 +29,94 @@ pub const CREATE_TASK_FIELDS: [&str; 9] = [
 ///
 /// [`ApiError::MalformedJson`], [`ApiError::MissingField`] or [`ApiError::InvalidField`].
 pub fn parse_create_task(body: &[u8]) -> Result<TaskRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|error| {
+    read_create_task(parse_json(body)?)
+}
+
+/// Most tasks in one `POST /v1/tasks/bulk`.
+pub const MAX_BULK_TASKS: usize = 1000;
+
+/// Parses and checks a `POST /v1/tasks/bulk` body: `{"tasks": [<create request>, …]}` with 1 to
+/// [`MAX_BULK_TASKS`] requests, each read as [`parse_create_task`] reads one. Every problem of
+/// every request is reported, each pointer prefixed with `/tasks/{index}`.
+///
+/// # Errors
+///
+/// [`ApiError::MalformedJson`], [`ApiError::MissingField`] or [`ApiError::InvalidField`].
+pub fn parse_create_tasks(body: &[u8]) -> Result<Vec<TaskRequest>, ApiError> {
+    let value = parse_json(body)?;
+    let Value::Object(mut fields) = value else {
+        return Err(ApiError::InvalidField(vec![ErrorDetail::at(
+            "",
+            format!(
+                "the request body must be a JSON object {{\"tasks\": [...]}}, not {}",
+                kind_of(&value)
+            ),
+        )]));
+    };
+    let mut invalid: Vec<ErrorDetail> = fields
+        .keys()
+        .filter(|key| key.as_str() != "tasks")
+        .map(|key| {
+            ErrorDetail::at(
+                format!("/{}", key.replace('~', "~0").replace('/', "~1")),
+                "is not a known field (known: tasks)",
+            )
+        })
+        .collect();
+    let items = match fields.remove("tasks") {
+        Some(Value::Array(items)) if items.is_empty() => {
+            invalid.push(ErrorDetail::at("/tasks", "must hold at least one task"));
+            Vec::new()
+        }
+        Some(Value::Array(items)) if items.len() > MAX_BULK_TASKS => {
+            invalid.push(ErrorDetail::at(
+                "/tasks",
+                format!(
+                    "holds {} tasks; at most {MAX_BULK_TASKS} per request",
+                    items.len()
+                ),
+            ));
+            Vec::new()
+        }
+        Some(Value::Array(items)) => items,
+        None | Some(Value::Null) => {
+            return Err(ApiError::MissingField(vec![ErrorDetail::at(
+                "/tasks",
+                "is required but missing",
+            )]));
+        }
+        Some(other) => {
+            invalid.push(ErrorDetail::at(
+                "/tasks",
+                format!("must be an array of tasks, not {}", kind_of(&other)),
+            ));
+            Vec::new()
+        }
+    };
+    let mut missing = Vec::new();
+    let mut requests = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        match read_create_task(item).map_err(|e| e.with_pointer_prefix(&format!("/tasks/{index}")))
+        {
+            Ok(request) => requests.push(request),
+            Err(ApiError::MissingField(details)) => missing.extend(details),
+            Err(ApiError::InvalidField(details)) => invalid.extend(details),
+            Err(other) => return Err(other),
+        }
+    }
+    if !invalid.is_empty() {
+        missing.extend(invalid);
+        return Err(ApiError::InvalidField(missing));
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::MissingField(missing));
+    }
+    Ok(requests)
+}
+
+/// The body as JSON, or `malformed_json` with serde's line and column.
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
         let text = error.to_string();
         // serde_json appends " at line L column C"; keep only the reason.
         let reason = text
@@ -41,7 +128,11 @@ pub fn parse_create_task(body: &[u8]) -> Result<TaskRequest, ApiError> {
             line: error.line(),
             column: error.column(),
         }
-    })?;
+    })
+}
+
+/// Checks one create request, field by field.
+fn read_create_task(value: Value) -> Result<TaskRequest, ApiError> {
     let Value::Object(mut fields) = value else {
         return Err(ApiError::InvalidField(vec![ErrorDetail::at(
             "",
@@ -184,6 +275,38 @@ mod tests {
 
     fn parse(value: Value) -> Result<TaskRequest, ApiError> {
         parse_create_task(value.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_bulk_request_reports_every_problem_with_its_task_index() {
+        let requests = parse_create_tasks(
+            json!({"tasks": [{"namespace": "n", "name": "a"}, {"namespace": "n", "name": "b"}]})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect("valid");
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[1].name, "b");
+        let error = parse_create_tasks(
+            json!({"tasks": [{"namespace": "n"}, {"namespace": "n", "name": 3, "x": 1}], "y": 0})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect_err("invalid");
+        let pointers: Vec<String> = error
+            .details()
+            .into_iter()
+            .filter_map(|d| d.pointer)
+            .collect();
+        assert_eq!(
+            pointers,
+            vec!["/tasks/0/name", "/y", "/tasks/1/name", "/tasks/1/x"],
+            "{error}"
+        );
+        let empty = parse_create_tasks(br#"{"tasks": []}"#).expect_err("empty");
+        assert_eq!(empty.code(), "invalid_field");
+        let missing = parse_create_tasks(b"{}").expect_err("no tasks");
+        assert_eq!(missing.code(), "missing_field");
     }
 
     #[test]

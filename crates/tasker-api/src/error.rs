@@ -160,6 +160,50 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The same error with every detail's pointer prefixed (`/tasks/3` + `/context/a`): for an
+    /// item of a request that holds many.
+    #[must_use]
+    pub fn with_pointer_prefix(self, prefix: &str) -> Self {
+        let prefix_all = |details: Vec<ErrorDetail>| {
+            details
+                .into_iter()
+                .map(|mut detail| {
+                    detail.pointer = detail.pointer.map(|p| format!("{prefix}{p}"));
+                    detail
+                })
+                .collect()
+        };
+        match self {
+            Self::MissingField(details) => Self::MissingField(prefix_all(details)),
+            Self::InvalidField(details) => Self::InvalidField(prefix_all(details)),
+            Self::InvalidContext {
+                template,
+                count,
+                violations,
+            } => Self::InvalidContext {
+                template,
+                count,
+                violations: prefix_all(violations),
+            },
+            Self::UnknownTemplate {
+                namespace,
+                name,
+                version,
+                hint,
+            } => {
+                let mut hint = *hint;
+                hint.pointer = hint.pointer.map(|p| format!("{prefix}{p}"));
+                Self::UnknownTemplate {
+                    namespace,
+                    name,
+                    version,
+                    hint: Box::new(hint),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The stable code of this error, as in the response's `error.code`.
     pub fn code(&self) -> &'static str {
         match self {

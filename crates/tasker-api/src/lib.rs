@@ -3,7 +3,9 @@
 //! | method and path | answer |
 //! | --- | --- |
 //! | `POST /v1/tasks` | `201` [`TaskCreatedView`] for a new task; `200` with `created: false` when the `idempotency_key` matched an existing task of the same template (that task is returned, nothing is created) |
+//! | `POST /v1/tasks/bulk` | `{"tasks": [<create request>, …]}` (1 to 1000), created in one group commit: `201` `{"tasks": [TaskCreatedView, …]}` in the order asked (`200` when every idempotency key matched an existing task); one invalid request creates nothing, its problems pointed at under `/tasks/{index}` |
 //! | `GET /v1/tasks/{id}` | `200` [`TaskView`]: the task, its context and timestamps, and every step with its state, attempts, retry limit, results or last error and dependencies |
+//! | `GET /v1/tasks/{id}?wait_ms=N` | the same, once the task has finished or `N` ms (at most 60 000) passed, whichever is first: a long poll (`400 invalid_query` for another parameter or value) |
 //! | `GET /health` | `200` [`HealthView`] while the process serves (liveness), with the store's reachability inside |
 //! | `GET /health/ready` | the same body, `503` when the store does not answer (readiness) |
 //!
@@ -43,6 +45,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn router(engine: EngineHandle) -> Router {
     Router::new()
         .route("/v1/tasks", post(tasks::create))
+        .route("/v1/tasks/bulk", post(tasks::create_many))
         .route("/v1/tasks/{id}", get(tasks::show))
         .route("/health", get(health::liveness))
         .route("/health/ready", get(health::readiness))

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use tasker_engine::EngineHandle;
 
 use crate::MAX_BODY_BYTES;
-use crate::create_request::parse_create_task;
+use crate::create_request::{parse_create_task, parse_create_tasks};
 use crate::error::{ApiError, ErrorDetail};
 use crate::views::{TaskCreatedView, TaskView};
 
@@ -40,6 +40,43 @@ pub(crate) async fn create(
     };
     let location = view.href.clone();
     Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+/// Creates many tasks in one group commit (`POST /v1/tasks/bulk`): `201` when at least one was
+/// created, `200` when every idempotency key matched an existing task; the body lists each
+/// task in the order asked. Nothing is created when one request is invalid; its problems are
+/// reported with pointers under `/tasks/{index}`.
+pub(crate) async fn create_many(
+    State(engine): State<EngineHandle>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+        } else {
+            ApiError::UnreadableBody(rejection.body_text())
+        }
+    })?;
+    let requests = parse_create_tasks(&body)?;
+    let templates = engine.templates();
+    for (index, request) in requests.iter().enumerate() {
+        engine.check_request(request).map_err(|error| {
+            ApiError::from_engine(error, &templates).with_pointer_prefix(&format!("/tasks/{index}"))
+        })?;
+    }
+    let created = engine
+        .initialize_tasks(requests)
+        .await
+        .map_err(|error| ApiError::from_engine(error, &templates))?;
+    let views: Vec<TaskCreatedView> = created.into_iter().map(TaskCreatedView::from).collect();
+    let status = if views.iter().any(|v| v.created) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(serde_json::json!({ "tasks": views }))).into_response())
 }
 
 /// Longest `wait_ms` a client may ask for, in milliseconds (one minute: below the idle timeouts

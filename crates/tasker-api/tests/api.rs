@@ -87,18 +87,19 @@ impl Server {
         (status, response.json().await.unwrap())
     }
 
-    /// Polls the task until it is `complete` or `error` (bounded).
+    /// Waits for the task's end with the long poll (bounded: three polls of 10 s).
     async fn wait_finished(&self, task_id: i64) -> TaskView {
-        for _ in 0..400 {
-            let (status, body) = self.get(&format!("/v1/tasks/{task_id}")).await;
+        for _ in 0..3 {
+            let (status, body) = self
+                .get(&format!("/v1/tasks/{task_id}?wait_ms=10000"))
+                .await;
             assert_eq!(status, StatusCode::OK, "{body}");
             let view: TaskView = serde_json::from_value(body).unwrap();
             if matches!(view.state.as_str(), "complete" | "error") {
                 return view;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("task {task_id} did not finish within 20 s");
+        panic!("task {task_id} did not finish within 30 s");
     }
 
     async fn stop(mut self) {
@@ -329,5 +330,106 @@ async fn health_reports_the_store_and_the_engine() {
     normalise(&mut live);
     live["version"] = json!("[version]");
     insta::assert_json_snapshot!("health_200", live);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_long_poll_answers_at_the_end_of_the_task_or_at_its_timeout() {
+    let mut server = Server::start().await;
+    let (status, body) = server
+        .post_json(
+            "/v1/tasks",
+            &json!({"namespace": "examples", "name": "diamond", "context": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let task_id = body["task_id"].as_i64().unwrap();
+    // No worker: the poll holds for its whole timeout, then answers with the current state.
+    let asked = std::time::Instant::now();
+    let (status, body) = server
+        .get(&format!("/v1/tasks/{task_id}?wait_ms=300"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "held until the timeout"
+    );
+    assert_eq!(body["state"], "pending");
+    // A worker arrives; one poll answers as soon as the task is complete.
+    server.add_worker();
+    let (status, body) = server
+        .get(&format!("/v1/tasks/{task_id}?wait_ms=30000"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "complete", "{body}");
+    // A finished task answers at once.
+    let (_, body) = server
+        .get(&format!("/v1/tasks/{task_id}?wait_ms=60000"))
+        .await;
+    assert_eq!(body["state"], "complete");
+    // Bad parameters are named.
+    let (status, body) = server
+        .get(&format!("/v1/tasks/{task_id}?wait_ms=60001&x=1"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_query");
+    assert_eq!(
+        body["error"]["details"].as_array().unwrap().len(),
+        2,
+        "{body}"
+    );
+    let (status, body) = server.get("/v1/tasks/999999?wait_ms=10").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_are_created_in_one_request_each_with_its_idempotency_key() {
+    let mut server = Server::start().await;
+    let task = |key: &str| json!({"namespace": "examples", "name": "diamond", "context": {}, "idempotency_key": key});
+    let (status, body) = server
+        .post_json(
+            "/v1/tasks/bulk",
+            &json!({"tasks": [task("a"), task("b"), task("c")]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let views: Vec<TaskCreatedView> = serde_json::from_value(body["tasks"].clone()).unwrap();
+    assert_eq!(views.len(), 3);
+    assert!(views.iter().all(|v| v.created && v.step_count == 4));
+    // The same keys again: the same tasks, nothing created.
+    let (status, body) = server
+        .post_json("/v1/tasks/bulk", &json!({"tasks": [task("c"), task("a")]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let again: Vec<TaskCreatedView> = serde_json::from_value(body["tasks"].clone()).unwrap();
+    assert_eq!(
+        again.iter().map(|v| v.task_id).collect::<Vec<_>>(),
+        vec![views[2].task_id, views[0].task_id]
+    );
+    assert!(again.iter().all(|v| !v.created));
+    // One bad request among good ones creates nothing and is pointed at.
+    let (status, body) = server
+        .post_json(
+            "/v1/tasks/bulk",
+            &json!({"tasks": [task("d"), {"namespace": "examples", "name": "nope"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_template");
+    assert_eq!(body["error"]["details"][0]["pointer"], "/tasks/1/name");
+    let (status, body) = server
+        .post_json("/v1/tasks/bulk", &json!({"tasks": [task("d")]}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "d was not created before: {body}"
+    );
+    server.add_worker();
+    for view in &views {
+        let finished = server.wait_finished(view.task_id).await;
+        assert_eq!(finished.state.as_str(), "complete");
+    }
     server.stop().await;
 }

@@ -232,6 +232,18 @@ impl EngineHandle {
             .collect())
     }
 
+    /// Checks a request as [`Self::initialize_task`] would (template, context, steps) without
+    /// creating anything: for callers that report each of many requests' problems on its own.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::initialize_task`].
+    pub fn check_request(&self, request: &TaskRequest) -> EngineResult<()> {
+        let (_, new_task) = self.prepare(request.clone())?;
+        new_task.validate()?;
+        Ok(())
+    }
+
     /// Finds the request's template and builds the task to store.
     fn prepare(&self, request: TaskRequest) -> EngineResult<(Arc<TaskTemplate>, NewTask)> {
         let template = self
