@@ -67,6 +67,25 @@ impl ApiClient {
         self.read(response, "cannot read the task").await
     }
 
+    /// `GET /v1/tasks/{id}?wait_ms=N`: the task once it finished, or after `wait` (at most
+    /// 60 s) with its current state.
+    pub(crate) async fn task_wait(
+        &self,
+        task_id: i64,
+        wait: Duration,
+    ) -> anyhow::Result<(TaskView, Value)> {
+        let wait_ms = wait.as_millis().min(60_000);
+        let url = format!("{}/v1/tasks/{task_id}?wait_ms={wait_ms}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .timeout(wait + REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|error| self.unreachable(error))?;
+        self.read(response, "cannot read the task").await
+    }
+
     async fn read<T: serde::de::DeserializeOwned>(
         &self,
         response: reqwest::Response,

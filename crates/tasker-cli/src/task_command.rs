@@ -65,6 +65,13 @@ pub(crate) struct CreateArgs {
     /// Print the server's JSON answer instead of the id.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Then wait until the task is finished and show it as `tasker task show` does (the id still
+    /// goes to stderr); exits 1 if it did not complete.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// With --wait: the longest wait, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub(crate) timeout_secs: u64,
     #[command(flatten)]
     pub(crate) server: ServerArg,
 }
@@ -130,6 +137,16 @@ async fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
         body["tags"] = json!(args.tags);
     }
     let (created, raw) = client.create_task(&body).await?;
+    if args.wait {
+        writeln!(io::stderr(), "task {}", created.task_id)?;
+        return wait_and_print(
+            &client,
+            created.task_id,
+            Duration::from_secs(args.timeout_secs),
+            args.json,
+        )
+        .await;
+    }
     let mut stdout = io::stdout().lock();
     if args.json {
         writeln!(stdout, "{}", serde_json::to_string_pretty(&raw)?)?;
@@ -183,32 +200,57 @@ fn read_context(text: &str) -> anyhow::Result<Value> {
 
 async fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
     let client = ApiClient::new(&args.server.server)?;
-    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    if args.wait {
+        return wait_and_print(
+            &client,
+            args.task_id,
+            Duration::from_secs(args.timeout_secs),
+            args.json,
+        )
+        .await;
+    }
+    let (task, raw) = client.task(args.task_id).await?;
+    let mut stdout = io::stdout().lock();
+    print_task(&mut stdout, &task, &raw, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for the task's end with the long poll (answered the moment it finishes), at most
+/// `timeout`, and prints it; fails when it is still running then, exits 1 when it finished
+/// other than complete or resolved manually.
+async fn wait_and_print(
+    client: &ApiClient,
+    task_id: i64,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let deadline = Instant::now() + timeout;
     let (task, raw) = loop {
-        let (task, raw) = client.task(args.task_id).await?;
-        if !args.wait || is_finished(&task) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let (task, raw) = client
+            .task_wait(task_id, remaining.min(Duration::from_secs(30)))
+            .await?;
+        if is_finished(&task) {
             break (task, raw);
         }
         if Instant::now() >= deadline {
             let mut stdout = io::stdout().lock();
-            print_task(&mut stdout, &task, &raw, args.json)?;
+            print_task(&mut stdout, &task, &raw, json)?;
             bail!(
                 "task {} is still {} after {} s",
                 task.task_id,
                 task.state,
-                args.timeout_secs
+                timeout.as_secs()
             );
         }
-        // Polling an observable state, bounded by the deadline above.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let mut stdout = io::stdout().lock();
-    print_task(&mut stdout, &task, &raw, args.json)?;
+    print_task(&mut stdout, &task, &raw, json)?;
     let complete = matches!(task.state.as_str(), "complete" | "resolved_manually");
-    Ok(if args.wait && !complete {
-        ExitCode::FAILURE
-    } else {
+    Ok(if complete {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

@@ -249,6 +249,26 @@ async fn tasks_are_created_and_shown_from_the_command_line() {
         assert_eq!(cells[3], deps, "{line}");
     }
 
+    // Create and wait in one command: the task's id on stderr, the finished task on stdout.
+    let waited = create(&[
+        "--idempotency-key",
+        "order-78",
+        "--wait",
+        "--timeout-secs",
+        "60",
+    ]);
+    let out = text(&waited.stdout);
+    assert!(waited.status.success(), "{out}{}", text(&waited.stderr));
+    assert!(
+        out.starts_with("task ") && out.lines().next().unwrap().ends_with("complete"),
+        "{out}"
+    );
+    assert_ne!(
+        out.split_whitespace().nth(1),
+        Some(id.as_str()),
+        "a new task"
+    );
+
     let json = run(&mut tasker(&[
         "task",
         "show",
