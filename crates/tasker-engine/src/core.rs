@@ -16,7 +16,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tasker_core::readiness::{next_wakeup, ready_steps};
@@ -49,6 +49,8 @@ const REMEMBERED_BATCHES: usize = 100_000;
 /// Something the shell must do for the core.
 #[derive(Debug)]
 pub(crate) enum Action {
+    /// Tell subscribers what was committed.
+    Publish(crate::events::EngineEvent),
     /// Send one message to a worker (fire and forget).
     Send {
         peer: PeerId,
@@ -152,6 +154,12 @@ pub(crate) struct EngineCore {
     next_renew: DateTime<Utc>,
     pub(crate) shutting_down: bool,
     actions: Vec<Action>,
+    /// Where batch ids come from.
+    ids: Arc<dyn crate::clock::IdSource>,
+    /// Where handoff instants come from.
+    clock: Arc<dyn crate::clock::Clock>,
+    /// The dice of backoff jitter.
+    pub(crate) jitter: rand::rngs::StdRng,
 }
 
 impl EngineCore {
@@ -159,8 +167,14 @@ impl EngineCore {
     pub(crate) fn new(
         options: EngineOptions,
         stats: Arc<StatsCounters>,
+        ambient: &crate::clock::Ambient,
         now: DateTime<Utc>,
     ) -> Self {
+        use rand::SeedableRng;
+        let jitter = match ambient.jitter_seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_os_rng(),
+        };
         let limits = Limits {
             max_frame_bytes: options.max_frame_bytes,
             max_steps_per_batch: options.batch_size,
@@ -203,6 +217,9 @@ impl EngineCore {
             next_renew,
             shutting_down: false,
             actions: Vec::new(),
+            ids: Arc::clone(&ambient.ids),
+            clock: Arc::clone(&ambient.clock),
+            jitter,
         };
         core.request_claim();
         core
@@ -437,6 +454,10 @@ impl EngineCore {
         }
         self.forget_task(task_id);
         self.to_release.push(task_id);
+        self.push(Action::Publish(crate::events::EngineEvent::TaskFinished {
+            task_id,
+            state: outcome.state,
+        }));
         self.answer_waiters(task_id, &outcome);
         self.update_task_gauge();
     }
@@ -837,7 +858,7 @@ impl EngineCore {
         steps: Vec<(i64, usize, StepRequest)>,
         now: DateTime<Utc>,
     ) {
-        let batch_id = Uuid::now_v7();
+        let batch_id = self.ids.batch_id();
         let mut record_steps = Vec::with_capacity(steps.len());
         let mut timeout_ms: u64 = 0;
         let mut classes: HashSet<&str> = HashSet::new();
@@ -993,6 +1014,15 @@ impl EngineCore {
                     if task.state == TaskState::Pending {
                         task.state = TaskState::InProgress;
                     }
+                    self.actions
+                        .push(Action::Publish(crate::events::EngineEvent::StepChanged {
+                            task_id,
+                            step_id: step.step_id,
+                            step_name: step.name.clone(),
+                            state: StepState::InProgress,
+                            attempts: attempt,
+                            backoff_until: None,
+                        }));
                     request.metadata.attempt = attempt;
                     request.metadata.idempotency_key =
                         StepMetadata::idempotency_key_for(request.step_id, attempt);
@@ -1055,7 +1085,7 @@ impl EngineCore {
             return;
         };
         let peer = session.peer.clone();
-        let send_instant = Instant::now();
+        let send_instant = self.clock.monotonic();
         let mut requests = Vec::with_capacity(sent.len());
         for (task_id, index, request) in sent {
             if let Some(task) = self.tasks.get_mut(&task_id)

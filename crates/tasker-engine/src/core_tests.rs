@@ -140,7 +140,12 @@ fn completed(batch_id: Uuid, step_id: i64, attempt: u32, output: Value) -> Vec<u
 
 /// A core with the diamond loaded, recovery done, and worker `w1` registered at `t0`.
 fn ready_core(capacity: u32) -> EngineCore {
-    let mut core = EngineCore::new(options(), Arc::new(StatsCounters::default()), t0());
+    let mut core = EngineCore::new(
+        options(),
+        Arc::new(StatsCounters::default()),
+        &crate::clock::Ambient::default(),
+        t0(),
+    );
     assert!(matches!(
         core.take_actions().as_slice(),
         [Action::ClaimTasks { recover: true }]
@@ -553,7 +558,12 @@ fn a_deadline_fails_the_attempt_and_tells_the_worker() {
 
 #[test]
 fn results_wait_for_recovery_and_frames_without_a_session_are_refused() {
-    let mut core = EngineCore::new(options(), Arc::new(StatsCounters::default()), t0());
+    let mut core = EngineCore::new(
+        options(),
+        Arc::new(StatsCounters::default()),
+        &crate::clock::Ambient::default(),
+        t0(),
+    );
     core.take_actions();
     // A frame from a connection that never said hello.
     core.on_frame(
@@ -715,7 +725,12 @@ fn a_result_for_a_step_lost_across_a_restart_is_fenced_not_rejected() {
     dag.steps[0].attempts = 1;
     dag.steps[0].in_flight_batch = Some(before);
     dag.steps[0].in_flight_deadline_at = Some(t0() + TimeDelta::seconds(30));
-    let mut core = EngineCore::new(options(), Arc::new(StatsCounters::default()), t0());
+    let mut core = EngineCore::new(
+        options(),
+        Arc::new(StatsCounters::default()),
+        &crate::clock::Ambient::default(),
+        t0(),
+    );
     core.take_actions();
     core.on_tasks_loaded(vec![dag], t0());
     core.on_claim_done(Ok(false));
@@ -890,7 +905,12 @@ fn checks(actions: &[Action]) -> Vec<i64> {
 
 #[test]
 fn a_task_awaited_during_a_claim_is_read_only_if_the_claims_do_not_take_it_on() {
-    let mut core = EngineCore::new(options(), Arc::new(StatsCounters::default()), t0());
+    let mut core = EngineCore::new(
+        options(),
+        Arc::new(StatsCounters::default()),
+        &crate::clock::Ambient::default(),
+        t0(),
+    );
     core.take_actions();
     // Tasks 1 and 2 are awaited while the first claim round runs; a third is created meanwhile,
     // so another round follows.

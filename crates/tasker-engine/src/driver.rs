@@ -15,9 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::clock::Clock;
+use crate::clock::{Ambient, Clock};
 use crate::core::{Action, EngineCore, duration_ms};
 use crate::error::EngineResult;
+use crate::events::EngineEvent;
 use crate::options::EngineOptions;
 use crate::result_intake::CommitBook;
 use crate::stats::StatsCounters;
@@ -81,30 +82,39 @@ struct Shell {
     clock: Arc<dyn Clock>,
     orchestrator_id: String,
     lease_ms: i64,
+    published: tokio::sync::broadcast::Sender<EngineEvent>,
 }
 
 /// Spawns the engine loop.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
     options: EngineOptions,
     store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
+    ambient: Ambient,
     stats: Arc<StatsCounters>,
     router: RouterHandle,
     events: RouterEvents,
     commands: mpsc::UnboundedReceiver<Command>,
+    published: tokio::sync::broadcast::Sender<EngineEvent>,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(options, store, clock, stats, router, events, commands))
+    tokio::spawn(run(
+        options, store, ambient, stats, router, events, commands, published,
+    ))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     options: EngineOptions,
     store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
+    ambient: Ambient,
     stats: Arc<StatsCounters>,
     router: RouterHandle,
     mut events: RouterEvents,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    published: tokio::sync::broadcast::Sender<EngineEvent>,
 ) {
+    let clock = Arc::clone(&ambient.clock);
+    let mut clock_moves = clock.moves();
     let poll_interval = options.poll_interval;
     let (internal, mut internal_events) = mpsc::unbounded_channel();
     let shell = Shell {
@@ -114,8 +124,9 @@ async fn run(
         clock: Arc::clone(&clock),
         orchestrator_id: options.orchestrator_id.clone(),
         lease_ms: i64::try_from(duration_ms(options.lease_duration)).unwrap_or(i64::MAX),
+        published,
     };
-    let mut core = EngineCore::new(options, stats, clock.now());
+    let mut core = EngineCore::new(options, stats, &ambient, clock.now());
     shell.execute(core.take_actions());
     let mut stopping: Option<(Option<oneshot::Sender<()>>, tokio::time::Instant)> = None;
     loop {
@@ -146,10 +157,10 @@ async fn run(
             },
             event = events.recv(), if stopping.is_none() => match event {
                 Some(event) => {
-                    handle_router_event(&mut core, event, clock.now());
+                    handle_router_event(&mut core, event, clock.now(), clock.monotonic());
                     for _ in 1..FRAMES_PER_TURN {
                         match events.try_recv() {
-                            Some(event) => handle_router_event(&mut core, event, clock.now()),
+                            Some(event) => handle_router_event(&mut core, event, clock.now(), clock.monotonic()),
                             None => break,
                         }
                     }
@@ -161,6 +172,13 @@ async fn run(
                 }
             },
             () = tokio::time::sleep(wait) => {}
+            // A manual clock moved (tests): whatever fell due runs now.
+            Ok(()) = async {
+                match clock_moves.as_mut() {
+                    Some(moves) => moves.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
         if let Some((_, until)) = &stopping {
             // Only store completions arrive now; their follow-ups (acks, a batch recorded just
@@ -204,10 +222,15 @@ async fn run(
     }
 }
 
-fn handle_router_event(core: &mut EngineCore, event: RouterEvent, now: DateTime<Utc>) {
+fn handle_router_event(
+    core: &mut EngineCore,
+    event: RouterEvent,
+    now: DateTime<Utc>,
+    received: Instant,
+) {
     match event {
         RouterEvent::Message(inbound) => {
-            core.on_frame(inbound.peer, inbound.payload, now, Instant::now());
+            core.on_frame(inbound.peer, inbound.payload, now, received);
         }
         RouterEvent::Rejected(error) => core.on_transport_rejected(error),
     }
@@ -238,6 +261,10 @@ impl Shell {
 
     fn execute_one(&self, action: Action) {
         match action {
+            Action::Publish(event) => {
+                // Nobody subscribed is no error.
+                let _ = self.published.send(event);
+            }
             Action::Send { peer, message } => {
                 let frame = tasker_protocol::encode(&message);
                 // Fire and forget: a lost ack or heartbeat is repaired by the protocol (re-sent

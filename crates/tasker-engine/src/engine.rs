@@ -11,9 +11,10 @@ use tasker_transport::{FrameLimits, RouterEndpoint, RouterOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Ambient, Clock};
 use crate::driver::{self, Command};
 use crate::error::{EngineError, EngineResult};
+use crate::events::EngineEvent;
 use crate::options::EngineOptions;
 use crate::stats::{EngineStats, StatsCounters};
 use crate::task::{TaskCreated, TaskOutcome, TaskRequest, TaskStatus};
@@ -42,7 +43,7 @@ impl Engine {
         store: Arc<dyn Store>,
         templates: TemplateRegistry,
     ) -> EngineResult<EngineHandle> {
-        Self::start_with_clock(options, store, templates, Arc::new(SystemClock)).await
+        Self::start_with_ambient(options, store, templates, Ambient::default()).await
     }
 
     /// [`Engine::start`] with the engine reading the time from `clock`.
@@ -56,6 +57,26 @@ impl Engine {
         templates: TemplateRegistry,
         clock: Arc<dyn Clock>,
     ) -> EngineResult<EngineHandle> {
+        let ambient = Ambient {
+            clock,
+            ..Ambient::default()
+        };
+        Self::start_with_ambient(options, store, templates, ambient).await
+    }
+
+    /// [`Engine::start`] with the engine's time, batch ids and jitter from `ambient` (tests:
+    /// [`Ambient::manual`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::start`].
+    pub async fn start_with_ambient(
+        options: EngineOptions,
+        store: Arc<dyn Store>,
+        templates: TemplateRegistry,
+        ambient: Ambient,
+    ) -> EngineResult<EngineHandle> {
+        let clock = Arc::clone(&ambient.clock);
         options.validate()?;
         let router_options = RouterOptions {
             limits: FrameLimits {
@@ -68,14 +89,16 @@ impl Engine {
         let endpoint = router.endpoint().to_owned();
         let stats = Arc::new(StatsCounters::default());
         let (commands, command_receiver) = mpsc::unbounded_channel();
+        let (published, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);
         let join = driver::spawn(
             options.clone(),
             Arc::clone(&store),
-            Arc::clone(&clock),
+            ambient,
             Arc::clone(&stats),
             router,
             events,
             command_receiver,
+            published.clone(),
         );
         tracing::info!(
             endpoint = %endpoint,
@@ -92,6 +115,7 @@ impl Engine {
                 stats,
                 templates: RwLock::new(templates),
                 commands,
+                published,
                 join: Mutex::new(Some(join)),
             }),
         })
@@ -113,8 +137,13 @@ struct Shared {
     stats: Arc<StatsCounters>,
     templates: RwLock<TemplateRegistry>,
     commands: mpsc::UnboundedSender<Command>,
+    published: tokio::sync::broadcast::Sender<EngineEvent>,
     join: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// Events kept for a subscriber that falls behind; past that it misses the oldest and its
+/// next receive reports how many (`RecvError::Lagged`).
+const EVENT_BUFFER: usize = 4096;
 
 impl std::fmt::Debug for EngineHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -331,6 +360,12 @@ impl EngineHandle {
             steps: dag.steps,
             read_at: now,
         })
+    }
+
+    /// Every [`EngineEvent`] from now on, in commit order. A subscriber more than 4096 events
+    /// behind misses the oldest (its next receive says how many).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<EngineEvent> {
+        self.shared.published.subscribe()
     }
 
     /// A snapshot of the engine's counters and handoff-latency samples.

@@ -56,7 +56,9 @@
 //! - [`templates`](mod@templates): [`TemplateRegistry`].
 //! - [`task`]: the request and answer types of the API.
 //! - [`stats`]: [`EngineStats`] and latency samples.
-//! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
+//! - [`clock`]: [`Ambient`] — the engine's [`Clock`] ([`SystemClock`], [`ManualClock`]), batch
+//!   [`IdSource`] and jitter seed, injected so tests drive it deterministically.
+//! - [`events`]: [`EngineEvent`], what the engine committed, for subscribers.
 //! - [`error`]: [`EngineError`], the crate's one error type.
 //! - `core`: the engine core — every piece of state and every decision, no I/O: event handlers
 //!   that accumulate actions (send, record a batch, commit a group, claim or load tasks).
@@ -93,6 +95,7 @@ mod dispatcher;
 mod driver;
 pub mod engine;
 pub mod error;
+pub mod events;
 mod finalizer;
 pub mod options;
 mod result_intake;
@@ -102,9 +105,10 @@ pub mod stats;
 pub mod task;
 pub mod templates;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Ambient, Clock, IdSource, ManualClock, RandomIds, SequentialIds, SystemClock};
 pub use engine::{Engine, EngineHandle};
 pub use error::{EngineError, EngineResult};
+pub use events::EngineEvent;
 pub use options::EngineOptions;
 pub use stats::{EngineStats, LatencySamples};
 pub use task::{FailedStep, TaskCreated, TaskOutcome, TaskRequest, TaskStatus};

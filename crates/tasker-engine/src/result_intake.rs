@@ -285,8 +285,10 @@ impl EngineCore {
                     let step = &mut task.steps[index];
                     step.busy = Busy::Committing;
                     let policy = step.backoff.unwrap_or(self.options.default_backoff);
-                    let (change, tentative) =
-                        result_change(step, index, &result, &worker_id, received, policy, now);
+                    let sample = rand::Rng::random::<f64>(&mut self.jitter);
+                    let (change, tentative) = result_change(
+                        step, index, &result, &worker_id, received, policy, sample, now,
+                    );
                     let group = groups.entry(task_id).or_default();
                     group.changes.push(change);
                     group.tentatives.push(tentative);
@@ -378,8 +380,9 @@ impl EngineCore {
                     }
                     step.busy = Busy::Committing;
                     let policy = step.backoff.unwrap_or(self.options.default_backoff);
+                    let sample = rand::Rng::random::<f64>(&mut self.jitter);
                     let (change, tentative) =
-                        loss_change(step, index, batch_id, cause, policy, now);
+                        loss_change(step, index, batch_id, cause, policy, sample, now);
                     let group = groups.entry(task_id).or_default();
                     group.changes.push(change);
                     group.tentatives.push(tentative);
@@ -881,6 +884,7 @@ impl EngineCore {
     fn apply_task_set(&mut self, set: TaskSet, now: DateTime<Utc>) {
         let task_id = set.task_id;
         let mut ended: Vec<(Uuid, i64, Option<StepStatus>, Option<BatchEndCause>)> = Vec::new();
+        let mut events = Vec::new();
         let mut lost = 0;
         {
             let Some(task) = self.tasks.get_mut(&task_id) else {
@@ -913,12 +917,24 @@ impl EngineCore {
                 if let Some(until) = t.backoff_until {
                     self.wakeups.push(std::cmp::Reverse((until, task_id)));
                 }
+                let step = &task.steps[t.index];
+                events.push(crate::events::EngineEvent::StepChanged {
+                    task_id,
+                    step_id: t.step_id,
+                    step_name: step.name.clone(),
+                    state: t.state,
+                    attempts: step.attempts,
+                    backoff_until: t.backoff_until,
+                });
                 if t.lost {
                     lost += 1;
                 }
                 ended.push((t.batch_id, t.step_id, t.reported, t.ended));
             }
             task.finishing = false;
+        }
+        for event in events {
+            self.push(Action::Publish(event));
         }
         StatsCounters::add(&self.stats.steps_lost, lost);
         for (batch_id, step_id, reported, cause) in ended {
@@ -999,6 +1015,7 @@ fn result_change(
     worker_id: &str,
     received: Instant,
     policy: tasker_core::backoff::BackoffPolicy,
+    sample: f64,
     now: DateTime<Utc>,
 ) -> (StepChange, Tentative) {
     let metadata = json!({
@@ -1066,6 +1083,7 @@ fn result_change(
                 retryable,
                 policy,
                 retry_after_ms.map(Duration::from_millis),
+                sample,
                 now,
             );
             let mut metadata = metadata;
@@ -1109,6 +1127,7 @@ fn loss_change(
     batch_id: Uuid,
     cause: LossCause,
     policy: tasker_core::backoff::BackoffPolicy,
+    sample: f64,
     now: DateTime<Utc>,
 ) -> (StepChange, Tentative) {
     let error_json = json!({
@@ -1121,7 +1140,7 @@ fn loss_change(
         "attempt": step.attempts,
         "worker_id": step.worker,
     });
-    let backoff_until = backoff_for(step, cause.retryable(), policy, None, now);
+    let backoff_until = backoff_for(step, cause.retryable(), policy, None, sample, now);
     (
         StepChange {
             step_id: step.step_id,
@@ -1157,17 +1176,18 @@ fn loss_change(
 }
 
 /// When a failed step may be retried: `None` when no retry is allowed, otherwise the failure
-/// time plus the handler's `retry_after` or the policy's (jittered) delay.
+/// time plus the handler's `retry_after` or the policy's delay, jittered by `sample` (a number in
+/// `[0, 1)` from the engine's seeded generator).
 pub(crate) fn backoff_for(
     step: &StepRuntime,
     failure_retryable: bool,
     policy: tasker_core::backoff::BackoffPolicy,
     retry_after: Option<Duration>,
+    sample: f64,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     let retry_allowed = step.retryable && failure_retryable && step.attempts < step.retry_limit;
     retry_allowed.then(|| {
-        let sample = rand::random::<f64>();
         let until = retry_at(
             now,
             next_retry_delay(&policy, step.attempts.max(1), retry_after, sample),
@@ -1328,7 +1348,7 @@ mod tests {
             multiplier: 2.0,
             jitter: 0.0,
         };
-        let second = backoff_for(&step(2, 3, true), true, policy, None, now).expect("retry");
+        let second = backoff_for(&step(2, 3, true), true, policy, None, 0.5, now).expect("retry");
         assert_eq!(
             second - now,
             chrono::TimeDelta::seconds(2),
@@ -1339,22 +1359,23 @@ mod tests {
             true,
             policy,
             Some(Duration::from_millis(250)),
+            0.5,
             now,
         )
         .expect("retry");
         assert_eq!(asked - now, chrono::TimeDelta::milliseconds(250));
         assert_eq!(
-            backoff_for(&step(3, 3, true), true, policy, None, now),
+            backoff_for(&step(3, 3, true), true, policy, None, 0.5, now),
             None,
             "exhausted"
         );
         assert_eq!(
-            backoff_for(&step(1, 3, false), true, policy, None, now),
+            backoff_for(&step(1, 3, false), true, policy, None, 0.5, now),
             None,
             "step not retryable"
         );
         assert_eq!(
-            backoff_for(&step(1, 3, true), false, policy, None, now),
+            backoff_for(&step(1, 3, true), false, policy, None, 0.5, now),
             None,
             "failure not retryable"
         );

@@ -1,6 +1,11 @@
 //! Failures: retries with backoff (the retry never dispatched before its `backoff_until`, read
 //! from the store's transition history), a handler's `retry_after`, permanent failures and
-//! exhausted retries failing the task with the step named, and timeouts retried.
+//! exhausted retries failing the task with the step named, and timeouts retried — the worker's
+//! timeout, and the engine's own deadline for an attempt whose worker says nothing.
+//!
+//! Backoff and deadlines run on a manual clock: the test moves it to each retry time (or to a
+//! deadline) as the engine's events announce them, so every delay is exact and nothing waits in
+//! real time.
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
@@ -67,10 +72,11 @@ async fn failures_and_dispatches(
 }
 
 async fn retries_respect_backoff(db: &TestDb) {
-    let mut options = test_options("tcp://127.0.0.1:0");
+    let mut options = manual_options("tcp://127.0.0.1:0");
     options.default_backoff = quick_backoff();
-    let engine = start_engine(options, db.store().await).await;
-    let worker = TestWorker::start(engine.endpoint(), 4, registry(None));
+    let (engine, clock) = start_engine_manual(options, db.store().await).await;
+    let mut events = engine.subscribe();
+    let worker = manual_worker(&engine);
     let task_id = create_task(
         &engine,
         "examples",
@@ -81,10 +87,8 @@ async fn retries_respect_backoff(db: &TestDb) {
         }}),
     )
     .await;
-    let outcome = guarded("the diamond", engine.handle(task_id))
-        .await
-        .unwrap();
-    assert_eq!(outcome.state, TaskState::Complete, "{outcome:?}");
+    let state = run_on_manual_clock(&mut events, &clock, task_id).await;
+    assert_eq!(state, TaskState::Complete);
     assert_previous_results_match_ancestors(&engine, task_id).await;
 
     let b = step_named(&engine, task_id, "b").await;
@@ -96,16 +100,16 @@ async fn retries_respect_backoff(db: &TestDb) {
     for (i, (failed_at, until, _)) in failures.iter().enumerate() {
         let until = until.expect("a retryable failure records backoff_until");
         let expected = chrono::TimeDelta::milliseconds(300 * (1 << i));
-        let waited = until - *failed_at;
-        assert!(
-            waited >= expected && waited <= expected + chrono::TimeDelta::milliseconds(1),
-            "exponential backoff without jitter: waited {waited:?}, expected {expected:?}"
+        assert_eq!(
+            until - *failed_at,
+            expected,
+            "exponential backoff without jitter"
         );
-        assert!(
-            dispatches[i + 1] >= until,
-            "retry {} dispatched at {} before its backoff_until {until}",
-            i + 1,
-            dispatches[i + 1]
+        assert_eq!(
+            dispatches[i + 1],
+            until,
+            "retry {} dispatched the moment its backoff ended, not before",
+            i + 1
         );
     }
 
@@ -114,13 +118,12 @@ async fn retries_respect_backoff(db: &TestDb) {
     let (failures, dispatches) = failures_and_dispatches(&engine, c.step_id).await;
     let (failed_at, until, _) = failures[0];
     let until = until.unwrap();
-    let waited = until - failed_at;
-    assert!(
-        waited >= chrono::TimeDelta::milliseconds(700)
-            && waited <= chrono::TimeDelta::milliseconds(701),
-        "the handler's retry_after replaces the policy's delay: {waited:?}"
+    assert_eq!(
+        until - failed_at,
+        chrono::TimeDelta::milliseconds(700),
+        "the handler's retry_after replaces the policy's delay"
     );
-    assert!(dispatches[1] >= until);
+    assert_eq!(dispatches[1], until);
 
     worker.stop().await;
     engine.shutdown().await;
@@ -195,13 +198,14 @@ async fn permanent_failure_fails_the_task(db: &TestDb) {
 }
 
 async fn exhausted_retries_fail_the_task(db: &TestDb) {
-    let mut options = test_options("tcp://127.0.0.1:0");
+    let mut options = manual_options("tcp://127.0.0.1:0");
     options.default_backoff = BackoffPolicy {
         base_delay_ms: 50,
         ..quick_backoff()
     };
-    let engine = start_engine(options, db.store().await).await;
-    let worker = TestWorker::start(engine.endpoint(), 4, registry(None));
+    let (engine, clock) = start_engine_manual(options, db.store().await).await;
+    let mut events = engine.subscribe();
+    let worker = manual_worker(&engine);
     let task_id = create_task(
         &engine,
         "examples",
@@ -209,6 +213,10 @@ async fn exhausted_retries_fail_the_task(db: &TestDb) {
         json!({ "test_behaviour": { "step_2": { "fail_retryable_attempts": 10 } } }),
     )
     .await;
+    assert_eq!(
+        run_on_manual_clock(&mut events, &clock, task_id).await,
+        TaskState::Error
+    );
     let outcome = guarded("the chain", engine.handle(task_id)).await.unwrap();
     assert_eq!(outcome.state, TaskState::Error, "{outcome:?}");
     assert_eq!(outcome.failed_steps[0].name, "step_2");
@@ -241,9 +249,11 @@ steps:
 "#;
 
 async fn a_timed_out_step_is_retried(db: &TestDb) {
-    let engine = start_engine(test_options("tcp://127.0.0.1:0"), db.store().await).await;
+    let (engine, clock) =
+        start_engine_manual(manual_options("tcp://127.0.0.1:0"), db.store().await).await;
+    let mut events = engine.subscribe();
     engine.register_template(TIMEOUT_TEMPLATE).unwrap();
-    let worker = TestWorker::start(engine.endpoint(), 4, registry(None));
+    let worker = manual_worker(&engine);
     // Every attempt sleeps past its 200 ms timeout; the worker stops it and reports
     // `tasker.timeout` (retryable); the engine retries it until the retry limit.
     let task_id = create_task(
@@ -253,6 +263,10 @@ async fn a_timed_out_step_is_retried(db: &TestDb) {
         json!({ "test_behaviour": { "slow": { "sleep_ms": 5000 } } }),
     )
     .await;
+    assert_eq!(
+        run_on_manual_clock(&mut events, &clock, task_id).await,
+        TaskState::Error
+    );
     let outcome = guarded("the task", engine.handle(task_id)).await.unwrap();
     assert_eq!(outcome.state, TaskState::Error);
     assert_eq!(outcome.failed_steps[0].name, "slow");
@@ -270,7 +284,97 @@ async fn a_timed_out_step_is_retried(db: &TestDb) {
     engine.shutdown().await;
 }
 
+/// A worker for an engine on a manual clock (heartbeats once a minute).
+fn manual_worker(engine: &EngineHandle) -> TestWorker {
+    TestWorker::start_with_heartbeat(
+        engine.endpoint(),
+        4,
+        registry(None),
+        std::time::Duration::from_secs(60),
+    )
+}
+
+/// A worker that takes a step and never answers: the engine gives up on the attempt exactly at
+/// its deadline (timeout + grace, on the engine's clock), tells the worker to cancel it, and
+/// retries it after its backoff.
+async fn a_silent_attempt_times_out_at_its_deadline(db: &TestDb) {
+    let mut options = manual_options("tcp://127.0.0.1:0");
+    options.timeout_grace = std::time::Duration::from_millis(500);
+    let (engine, clock) = start_engine_manual(options, db.store().await).await;
+    let mut events = engine.subscribe();
+    engine.register_template(TIMEOUT_TEMPLATE).unwrap();
+    let mut raw = RawWorker::connect(engine.endpoint(), "raw-silent-manual");
+    raw.hello_every(&["tasker.test"], 1, Vec::new(), 60_000)
+        .await;
+    let task_id = create_task(&engine, "tests", "slow_then_fast", json!({})).await;
+    let first = raw.batch().await;
+    assert_eq!(first.steps[0].metadata.attempt, 1);
+    let step_id = first.steps[0].step_id;
+    let (_, dispatches) = failures_and_dispatches(&engine, step_id).await;
+    let deadline = dispatches[0] + chrono::TimeDelta::milliseconds(200 + 500);
+
+    clock.advance_to(deadline);
+    let cancel = raw
+        .wait_for("cancel_steps", |m| {
+            matches!(m, tasker_protocol::OrchestratorMessage::CancelSteps(_))
+        })
+        .await;
+    let tasker_protocol::OrchestratorMessage::CancelSteps(cancel) = cancel else {
+        unreachable!()
+    };
+    assert_eq!(cancel.batch_id, first.batch_id);
+    assert_eq!(cancel.step_ids, vec![step_id]);
+    assert_eq!(cancel.reason, tasker_protocol::CancelReason::Timeout);
+    let until = guarded("the failed attempt", async {
+        loop {
+            if let tasker_engine::EngineEvent::StepChanged {
+                step_id: id,
+                state: StepState::Error,
+                backoff_until,
+                ..
+            } = events.recv().await.unwrap()
+                && id == step_id
+            {
+                return backoff_until.expect("a timeout is retried");
+            }
+        }
+    })
+    .await;
+    let (failures, _) = failures_and_dispatches(&engine, step_id).await;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, deadline, "failed exactly at the deadline");
+    assert_eq!(failures[0].2, "tasker.timeout");
+    assert_eq!(until - deadline, chrono::TimeDelta::milliseconds(50));
+
+    // The worker still holds the step (its slot is not released by a timeout), so the retry
+    // waits for a free slot: the worker reports the cancelled step, then gets attempt 2 once
+    // the backoff has passed.
+    let late = raw.completed(first.batch_id, step_id, 1, json!({ "late": true }));
+    raw.send(late).await;
+    assert_eq!(
+        raw.ack_of(tasker_protocol::ResultKey::partial_result(
+            first.batch_id,
+            step_id
+        ))
+        .await,
+        tasker_protocol::AckOutcome::Fenced,
+        "the timed-out attempt's late result is not applied"
+    );
+    clock.advance_to(until);
+    let second = raw.batch().await;
+    assert_eq!(second.steps[0].step_id, step_id);
+    assert_eq!(second.steps[0].metadata.attempt, 2);
+    let (_, dispatches) = failures_and_dispatches(&engine, step_id).await;
+    assert_eq!(
+        dispatches[1], until,
+        "dispatched the moment its backoff ended"
+    );
+    raw.close().await;
+    engine.shutdown().await;
+}
+
 on_every_backend! {
+    a_silent_attempt_times_out_at_its_deadline => a_silent_attempt_times_out_at_its_deadline,
     retries_wait_for_their_backoff_then_succeed => retries_respect_backoff,
     a_permanent_failure_fails_the_task_naming_the_step => permanent_failure_fails_the_task,
     exhausted_retries_fail_the_task => exhausted_retries_fail_the_task,

@@ -179,6 +179,78 @@ pub async fn start_engine_with(
         .expect("engine starts")
 }
 
+/// Options for an engine on a manual clock: heartbeats every 60 s of that clock (the longest the
+/// protocol allows), so that moving the clock by seconds never makes a worker look silent and
+/// workers expect the engine's heartbeats only once a minute of real time.
+pub fn manual_options(endpoint: &str) -> EngineOptions {
+    let mut options = test_options(endpoint);
+    options.heartbeat_interval = Duration::from_secs(60);
+    options
+}
+
+/// An engine on a manual clock (sequential batch ids, a fixed jitter seed) standing at the
+/// current whole millisecond; the clock only moves when the test moves it.
+pub async fn start_engine_manual(
+    options: EngineOptions,
+    store: Arc<dyn Store>,
+) -> (EngineHandle, tasker_engine::ManualClock) {
+    init_logging();
+    let now = chrono::Utc::now();
+    let start = chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+    let clock = tasker_engine::ManualClock::new(start);
+    let engine = Engine::start_with_ambient(
+        options,
+        store,
+        example_templates(),
+        tasker_engine::Ambient::manual(clock.clone()),
+    )
+    .await
+    .expect("engine starts");
+    (engine, clock)
+}
+
+/// Runs a task on a manual clock to its end: keeps the retry times of the task's failed steps
+/// and moves the clock to the earliest of them whenever it is behind it (one at a time, so each
+/// retry is dispatched at exactly its time); returns the task's final state. Events come from
+/// `events`, subscribed before the task was created.
+pub async fn run_on_manual_clock(
+    events: &mut tokio::sync::broadcast::Receiver<tasker_engine::EngineEvent>,
+    clock: &tasker_engine::ManualClock,
+    task_id: i64,
+) -> tasker_core::state::TaskState {
+    use tasker_engine::{Clock, EngineEvent};
+    guarded("the task on the manual clock", async {
+        let mut retries: BTreeMap<i64, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+        loop {
+            match events.recv().await.expect("engine events") {
+                EngineEvent::StepChanged {
+                    task_id: of,
+                    step_id,
+                    backoff_until,
+                    ..
+                } if of == task_id => match backoff_until {
+                    Some(until) => {
+                        retries.insert(step_id, until);
+                    }
+                    None => {
+                        retries.remove(&step_id);
+                    }
+                },
+                EngineEvent::TaskFinished { task_id: of, state } if of == task_id => {
+                    return state;
+                }
+                _ => {}
+            }
+            if let Some(&earliest) = retries.values().min()
+                && clock.now() < earliest
+            {
+                clock.advance_to(earliest);
+            }
+        }
+    })
+    .await
+}
+
 /// A handler registry with `tasker.test` (logging executions to `log`) and the
 /// order-fulfillment handlers.
 pub fn registry(log: Option<&Path>) -> HandlerRegistry {
@@ -217,9 +289,19 @@ pub struct TestWorker {
 impl TestWorker {
     /// Starts a worker connecting to `endpoint`.
     pub fn start(endpoint: &str, capacity: u32, registry: HandlerRegistry) -> TestWorker {
+        Self::start_with_heartbeat(endpoint, capacity, registry, Duration::from_millis(200))
+    }
+
+    /// [`Self::start`] asking for `heartbeat` (an engine on a manual clock: 60 s).
+    pub fn start_with_heartbeat(
+        endpoint: &str,
+        capacity: u32,
+        registry: HandlerRegistry,
+        heartbeat: Duration,
+    ) -> TestWorker {
         let mut options = WorkerOptions::new(endpoint);
         options.capacity = capacity;
-        options.heartbeat_interval = Some(Duration::from_millis(200));
+        options.heartbeat_interval = Some(heartbeat);
         options.welcome_timeout = Duration::from_millis(500);
         options.shutdown_grace = Duration::from_secs(2);
         options.shutdown_ack_timeout = Duration::from_secs(1);
@@ -354,6 +436,17 @@ impl RawWorker {
 
     /// Says hello with `classes` and `capacity`, and waits for `welcome`.
     pub async fn hello(&mut self, classes: &[&str], capacity: u32, in_flight: Vec<StepRef>) {
+        self.hello_every(classes, capacity, in_flight, 200).await;
+    }
+
+    /// [`Self::hello`] asking for heartbeats every `heartbeat_ms`.
+    pub async fn hello_every(
+        &mut self,
+        classes: &[&str],
+        capacity: u32,
+        in_flight: Vec<StepRef>,
+        heartbeat_ms: u64,
+    ) {
         self.send(WorkerMessage::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             worker_id: self.worker_id.clone(),
@@ -365,7 +458,7 @@ impl RawWorker {
             },
             handler_classes: classes.iter().map(|c| (*c).to_owned()).collect(),
             capacity,
-            heartbeat_interval_ms: Some(200),
+            heartbeat_interval_ms: Some(heartbeat_ms),
             in_flight,
         }))
         .await;
