@@ -501,14 +501,12 @@ async fn seed_ready_db(url: &str) -> Arc<dyn Store> {
     store.close().await;
     if url.starts_with("sqlite:") {
         let path = url.trim_start_matches("sqlite:").split('?').next().unwrap();
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{path}"))
-            .await
-            .unwrap();
+        let conn = rusqlite::Connection::open(path).unwrap();
         for sql in statements {
-            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            conn.execute_batch(sql).unwrap();
         }
-        sqlx::raw_sql("ANALYZE").execute(&mut conn).await.unwrap();
-        conn.close().await.unwrap();
+        conn.execute_batch("ANALYZE").unwrap();
+        conn.close().unwrap();
     } else {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
         for sql in statements {
