@@ -3,6 +3,12 @@
 //! - `create_diamond`: `task_create` of a four-step diamond (tasks per second);
 //! - `apply_results/N`: `transitions_apply` of N step results in one transaction, N = 1, 10, 100
 //!   (results per second; the dispatch that puts the steps in flight is not timed);
+//! - `group_commit/N`: the engine's group commit — one `transitions_apply` with N results (each
+//!   completes the parent of a two-step chain), the batches that carried them moving
+//!   `published → executing → completed` with a batch completion each, and the N children thus
+//!   made ready dispatched in the same transaction (`batches`): N = 1 (a handoff under light
+//!   load: one result, one batch) and N = 50 (8 batches in, 8 out). Results per second; what puts
+//!   the parents in flight is not timed;
 //! - `ready_steps_100k`: `steps_ready` (limit 1000) on a database holding 100 000 diamond tasks,
 //!   90 % finished and 10 % with their first step done (so 20 000 steps are ready).
 //!
@@ -28,8 +34,8 @@ use serde_json::json;
 use sqlx::Connection;
 use tasker_core::state::{BatchState, StepState};
 use tasker_store::{
-    BatchRecord, BatchStep, ChangeSet, NewStep, NewTask, StepChange, StepsReady, Store,
-    TransitionsApply, connect,
+    BatchChange, BatchRecord, BatchStep, ChangeSet, NewStep, NewTask, StepChange, StepsReady,
+    Store, TransitionsApply, connect,
 };
 use tokio::runtime::Runtime;
 use uuid::Uuid;
@@ -76,6 +82,14 @@ fn wide(n: usize) -> NewTask {
     NewTask {
         steps: (0..n).map(|i| step(&format!("s{i}"))).collect(),
         edges: vec![],
+        ..diamond()
+    }
+}
+
+fn chain() -> NewTask {
+    NewTask {
+        steps: vec![step("parent"), step("child")],
+        edges: vec![(0, 1)],
         ..diamond()
     }
 }
@@ -292,6 +306,164 @@ fn bench_apply(c: &mut Criterion, rt: &Runtime, targets: &[Target]) {
     group.finish();
 }
 
+/// How many batches carry `n` results in `group_commit/n` (and how many dispatch the children).
+fn group_batches(n: usize) -> usize {
+    n.div_ceil(7).max(1)
+}
+
+/// Puts the parents of `n` fresh chains in flight in [`group_batches`] published batches; returns
+/// each batch with its (parent, child) step pairs.
+async fn parents_in_flight(
+    store: &dyn Store,
+    pool: &mut Vec<(i64, i64)>,
+    n: usize,
+) -> Vec<(Uuid, Vec<(i64, i64)>)> {
+    if pool.len() < n {
+        let created = store.tasks_create_many(vec![chain(); 500]).await.unwrap();
+        pool.extend(created.iter().map(|c| (c.step_ids[0], c.step_ids[1])));
+    }
+    let pairs: Vec<(i64, i64)> = pool.drain(..n).collect();
+    let per_batch = n.div_ceil(group_batches(n));
+    let groups: Vec<(Uuid, Vec<(i64, i64)>)> = pairs
+        .chunks(per_batch)
+        .map(|c| (Uuid::new_v4(), c.to_vec()))
+        .collect();
+    let records = groups
+        .iter()
+        .map(|(batch, pairs)| dispatch(*batch, pairs.iter().map(|p| p.0)))
+        .collect();
+    let recorded = store.batches_record(records).await.unwrap();
+    assert!(recorded.iter().all(|r| r.refused.is_empty()));
+    groups
+}
+
+/// A published batch of `steps`, each expected `pending`.
+fn dispatch(batch_uuid: Uuid, steps: impl Iterator<Item = i64>) -> BatchRecord {
+    BatchRecord {
+        now: now(),
+        claimant: None,
+        batch_uuid,
+        worker_id: Some("bench".into()),
+        handler_class: None,
+        timeout_ms: 60_000,
+        state: BatchState::Published,
+        metadata: None,
+        steps: steps
+            .map(|step_id| BatchStep {
+                step_id,
+                expect_state: StepState::Pending,
+            })
+            .collect(),
+    }
+}
+
+/// The engine's group commit: every parent's result, each batch's completion, and the children
+/// dispatched in new batches.
+fn group_commit(groups: &[(Uuid, Vec<(i64, i64)>)]) -> TransitionsApply {
+    let mut params = TransitionsApply {
+        now: now(),
+        claimant: None,
+        ledger: Vec::new(),
+        changes: Vec::new(),
+        all_or_nothing: false,
+        batches: Vec::new(),
+        tasks: Vec::new(),
+    };
+    for (batch, pairs) in groups {
+        let entry = |step_id: Option<i64>, kind: &str| tasker_store::LedgerEntry {
+            batch_uuid: Some(batch.to_string()),
+            step_id,
+            message_kind: kind.into(),
+            worker_id: Some("bench".into()),
+            sequence: step_id,
+            status: Some("completed".into()),
+            execution_time_ms: Some(3),
+            raw_message: format!(r#"{{"step_id":{step_id:?},"status":"completed"}}"#),
+            processing_errors: None,
+        };
+        for &(parent, _) in pairs {
+            params.changes.push(ChangeSet {
+                steps: vec![StepChange {
+                    step_id: parent,
+                    expect_state: StepState::InProgress,
+                    expect_batch: Some(*batch),
+                    to_state: StepState::Complete,
+                    event: "completed".into(),
+                    metadata: None,
+                    results: Some(json!({ "tracking": parent })),
+                    error: None,
+                    backoff_until: None,
+                }],
+                ledger_entry: Some(params.ledger.len()),
+                ..ChangeSet::default()
+            });
+            params
+                .ledger
+                .push(entry(Some(parent), tasker_store::LEDGER_PARTIAL_RESULT));
+        }
+        params.changes.push(ChangeSet {
+            batches: vec![
+                BatchChange {
+                    batch_uuid: *batch,
+                    expect_state: BatchState::Published,
+                    to_state: BatchState::Executing,
+                    event: "receive_result".into(),
+                    metadata: None,
+                },
+                BatchChange {
+                    batch_uuid: *batch,
+                    expect_state: BatchState::Executing,
+                    to_state: BatchState::Completed,
+                    event: "complete".into(),
+                    metadata: Some(json!({ "reconciliation": "consistent" })),
+                },
+            ],
+            ledger_entry: Some(params.ledger.len()),
+            ..ChangeSet::default()
+        });
+        params
+            .ledger
+            .push(entry(None, tasker_store::LEDGER_BATCH_COMPLETION));
+        params
+            .batches
+            .push(dispatch(Uuid::new_v4(), pairs.iter().map(|p| p.1)));
+    }
+    params
+}
+
+fn bench_group_commit(c: &mut Criterion, rt: &Runtime, targets: &[Target]) {
+    let mut group = c.benchmark_group("group_commit");
+    for target in targets {
+        let store = rt.block_on(connect(&(target.fresh)("group"))).unwrap();
+        for n in [1_usize, 50] {
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_with_input(BenchmarkId::new(target.name, n), &n, |b, &n| {
+                let store = Arc::clone(&store);
+                b.to_async(rt).iter_custom(move |iters| {
+                    let store = Arc::clone(&store);
+                    async move {
+                        let mut pool = Vec::new();
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let groups = parents_in_flight(store.as_ref(), &mut pool, n).await;
+                            let params = group_commit(&groups);
+                            let started = Instant::now();
+                            let applied = store.transitions_apply(params).await.unwrap();
+                            total += started.elapsed();
+                            assert_eq!(applied.applied.len(), n + groups.len());
+                            assert_eq!(applied.batches.len(), groups.len());
+                            assert!(applied.batches.iter().all(|b| b.refused.is_empty()));
+                        }
+                        total
+                    }
+                });
+            });
+        }
+        rt.block_on(store.close());
+    }
+    group.finish();
+}
+
 /// Seeds the 100k-task database once: bulk creation, then one UPDATE per table for the states.
 async fn seed_ready_db(url: &str) -> Arc<dyn Store> {
     let store = connect(url).await.unwrap();
@@ -329,14 +501,12 @@ async fn seed_ready_db(url: &str) -> Arc<dyn Store> {
     store.close().await;
     if url.starts_with("sqlite:") {
         let path = url.trim_start_matches("sqlite:").split('?').next().unwrap();
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{path}"))
-            .await
-            .unwrap();
+        let conn = rusqlite::Connection::open(path).unwrap();
         for sql in statements {
-            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            conn.execute_batch(sql).unwrap();
         }
-        sqlx::raw_sql("ANALYZE").execute(&mut conn).await.unwrap();
-        conn.close().await.unwrap();
+        conn.execute_batch("ANALYZE").unwrap();
+        conn.close().unwrap();
     } else {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
         for sql in statements {
@@ -402,6 +572,7 @@ fn store_benches(c: &mut Criterion) {
     let targets = targets(&rt);
     bench_create(c, &rt, &targets);
     bench_apply(c, &rt, &targets);
+    bench_group_commit(c, &rt, &targets);
     bench_ready(c, &rt, &targets);
 }
 

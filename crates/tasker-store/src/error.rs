@@ -285,26 +285,33 @@ mod tests {
 }
 
 /// An error inside a backend function: either from the driver (mapped to a [`StoreError`] by the
-/// backend, which knows the database's name) or already a [`StoreError`].
+/// backend, which knows the database's name) or already a [`StoreError`]. `E` is the driver's
+/// error type: `sqlx::Error` for PostgreSQL, `rusqlite::Error` for SQLite.
 #[derive(Debug)]
-pub(crate) enum Fail {
+pub(crate) enum Fail<E = sqlx::Error> {
     /// A driver error, not yet mapped.
-    Db(sqlx::Error),
+    Db(E),
     /// A store error.
     Store(StoreError),
 }
 
-impl From<sqlx::Error> for Fail {
+impl From<sqlx::Error> for Fail<sqlx::Error> {
     fn from(e: sqlx::Error) -> Self {
         Fail::Db(e)
     }
 }
 
-impl From<StoreError> for Fail {
+impl From<rusqlite::Error> for Fail<rusqlite::Error> {
+    fn from(e: rusqlite::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl<E> From<StoreError> for Fail<E> {
     fn from(e: StoreError) -> Self {
         Fail::Store(e)
     }
 }
 
 /// What backend functions return.
-pub(crate) type FailResult<T> = Result<T, Fail>;
+pub(crate) type FailResult<T, E = sqlx::Error> = Result<T, Fail<E>>;

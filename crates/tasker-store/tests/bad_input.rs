@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
 use serde_json::json;
-use sqlx::Connection;
 use tasker_core::state::TaskState;
 use tasker_store::{NewStep, NewTask, StoreError, connect};
 
@@ -129,13 +128,8 @@ async fn a_locked_sqlite_file_is_locked_not_hung() {
     store.task_create(task(10)).await.unwrap();
 
     // Another process (here: another connection) holds the write lock.
-    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-        .await
-        .unwrap();
-    sqlx::raw_sql("BEGIN EXCLUSIVE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
 
     let started = std::time::Instant::now();
     let err = store.task_create(task(10)).await.unwrap_err();
@@ -151,8 +145,8 @@ async fn a_locked_sqlite_file_is_locked_not_hung() {
     let err = connect(&url).await.unwrap_err();
     assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
 
-    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
-    other.close().await.unwrap();
+    other.execute_batch("ROLLBACK").unwrap();
+    other.close().unwrap();
     let store = connect(&url).await.unwrap();
     store.task_create(task(10)).await.unwrap();
     assert_eq!(

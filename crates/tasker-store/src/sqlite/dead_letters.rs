@@ -1,17 +1,16 @@
 //! Dead letters: steps or tasks that could not be completed automatically.
 
-use sqlx::SqliteConnection;
-use sqlx::sqlite::SqliteRow;
-use sqlx::types::Json;
+use rusqlite::{Connection, Row, params};
 
-use super::rows;
+use super::errors::FailResult;
+use super::rows::{self, json_text, query_all, query_opt};
 use super::tasks::paginate;
-use crate::error::{ChangeTarget, FailResult, Refusal, RefusalReason, StoreError};
+use crate::error::{ChangeTarget, Refusal, RefusalReason, StoreError, StoreResult};
 use crate::params::{DeadLetterInsert, DeadLetterResolve, DeadLettersList, page_size};
 use crate::records::{DeadLetterRecord, Page};
 use crate::time::{from_ms, from_ms_opt, to_ms};
 
-fn record(row: &SqliteRow) -> FailResult<DeadLetterRecord> {
+fn record(row: &Row<'_>) -> StoreResult<DeadLetterRecord> {
     Ok(DeadLetterRecord {
         dead_letter_id: rows::column(row, "dead_letter_id")?,
         task_id: rows::column(row, "task_id")?,
@@ -26,28 +25,30 @@ fn record(row: &SqliteRow) -> FailResult<DeadLetterRecord> {
 }
 
 /// Records a dead letter; the task (and step, if given, of that task) must exist.
-pub(crate) async fn dead_letter_insert(
-    conn: &mut SqliteConnection,
+pub(crate) fn dead_letter_insert(
+    conn: &Connection,
     params: &DeadLetterInsert,
 ) -> FailResult<DeadLetterRecord> {
-    let row = sqlx::query(
+    let found = query_opt(
+        conn,
         "INSERT INTO tasker_dead_letters (task_id, step_id, reason, snapshot, created_at)
-         SELECT t.task_id, $2, $3, $4, $5 FROM tasker_tasks t
-         WHERE t.task_id = $1
-           AND ($2 IS NULL OR EXISTS (SELECT 1 FROM tasker_workflow_steps s
-                                      WHERE s.step_id = $2 AND s.task_id = t.task_id))
+         SELECT t.task_id, ?2, ?3, ?4, ?5 FROM tasker_tasks t
+         WHERE t.task_id = ?1
+           AND (?2 IS NULL OR EXISTS (SELECT 1 FROM tasker_workflow_steps s
+                                      WHERE s.step_id = ?2 AND s.task_id = t.task_id))
          RETURNING dead_letter_id, task_id, step_id, reason, snapshot, created_at, resolved_at,
                    resolution, resolved_by",
-    )
-    .bind(params.task_id)
-    .bind(params.step_id)
-    .bind(&params.reason)
-    .bind(Json(&params.snapshot))
-    .bind(to_ms(params.now))
-    .fetch_optional(&mut *conn)
-    .await?;
-    match row {
-        Some(row) => record(&row),
+        params![
+            params.task_id,
+            params.step_id,
+            params.reason,
+            json_text(&params.snapshot)?,
+            to_ms(params.now),
+        ],
+        record,
+    )?;
+    match found {
+        Some(found) => Ok(found),
         None => Err(StoreError::NotFound {
             what: if params.step_id.is_some() {
                 "task or step"
@@ -64,57 +65,55 @@ pub(crate) async fn dead_letter_insert(
 }
 
 /// Dead letters, newest first.
-pub(crate) async fn dead_letters_list(
-    conn: &mut SqliteConnection,
+pub(crate) fn dead_letters_list(
+    conn: &Connection,
     params: &DeadLettersList,
 ) -> FailResult<Page<DeadLetterRecord>> {
     let limit = page_size(params.limit, 100, 1000);
-    let rows = sqlx::query(
+    let mut items = query_all(
+        conn,
         "SELECT dead_letter_id, task_id, step_id, reason, snapshot, created_at, resolved_at,
                 resolution, resolved_by
          FROM tasker_dead_letters
-         WHERE ($1 IS NULL OR (resolved_at IS NOT NULL) = $1)
-           AND ($2 IS NULL OR task_id = $2)
-           AND ($3 IS NULL OR dead_letter_id < $3)
+         WHERE (?1 IS NULL OR (resolved_at IS NOT NULL) = ?1)
+           AND (?2 IS NULL OR task_id = ?2)
+           AND (?3 IS NULL OR dead_letter_id < ?3)
          ORDER BY dead_letter_id DESC
-         LIMIT $4",
-    )
-    .bind(params.resolved)
-    .bind(params.task_id)
-    .bind(params.before_id)
-    .bind(limit + 1)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut items = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+         LIMIT ?4",
+        params![params.resolved, params.task_id, params.before_id, limit + 1],
+        record,
+    )?;
     Ok(paginate(&mut items, limit, |d| d.dead_letter_id))
 }
 
 /// Resolves a dead letter once.
-pub(crate) async fn dead_letter_resolve(
-    conn: &mut SqliteConnection,
+pub(crate) fn dead_letter_resolve(
+    conn: &Connection,
     params: &DeadLetterResolve,
 ) -> FailResult<DeadLetterRecord> {
-    let row = sqlx::query(
-        "UPDATE tasker_dead_letters SET resolved_at = $2, resolution = $3, resolved_by = $4
-         WHERE dead_letter_id = $1 AND resolved_at IS NULL
+    let resolved = query_opt(
+        conn,
+        "UPDATE tasker_dead_letters SET resolved_at = ?2, resolution = ?3, resolved_by = ?4
+         WHERE dead_letter_id = ?1 AND resolved_at IS NULL
          RETURNING dead_letter_id, task_id, step_id, reason, snapshot, created_at, resolved_at,
                    resolution, resolved_by",
-    )
-    .bind(params.dead_letter_id)
-    .bind(to_ms(params.now))
-    .bind(&params.resolution)
-    .bind(&params.resolved_by)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = row {
-        return record(&row);
+        params![
+            params.dead_letter_id,
+            to_ms(params.now),
+            params.resolution,
+            params.resolved_by,
+        ],
+        record,
+    )?;
+    if let Some(resolved) = resolved {
+        return Ok(resolved);
     }
-    let exists: Option<i64> = sqlx::query_scalar(
-        "SELECT dead_letter_id FROM tasker_dead_letters WHERE dead_letter_id = $1",
-    )
-    .bind(params.dead_letter_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let exists: Option<i64> = query_opt(
+        conn,
+        "SELECT dead_letter_id FROM tasker_dead_letters WHERE dead_letter_id = ?1",
+        params![params.dead_letter_id],
+        |row| rows::column(row, "dead_letter_id"),
+    )?;
     Err(match exists {
         Some(_) => StoreError::Conflict {
             refused: vec![Refusal {

@@ -1,73 +1,81 @@
-//! Maps SQLite and driver errors to [`StoreError`] kinds.
+//! Maps SQLite (rusqlite) errors to [`StoreError`] kinds.
+
+use rusqlite::ErrorCode;
 
 use crate::error::StoreError;
 
-/// SQLite primary result codes we tell apart (the low byte of the extended code).
-const SQLITE_BUSY: i32 = 5;
-const SQLITE_LOCKED: i32 = 6;
-const SQLITE_READONLY: i32 = 8;
-const SQLITE_IOERR: i32 = 10;
-const SQLITE_CORRUPT: i32 = 11;
-const SQLITE_FULL: i32 = 13;
-const SQLITE_CANTOPEN: i32 = 14;
-const SQLITE_NOTADB: i32 = 26;
+/// What SQLite backend functions fail with: a rusqlite error, or already a [`StoreError`].
+pub(crate) type Fail = crate::error::Fail<rusqlite::Error>;
+/// What SQLite backend functions return.
+pub(crate) type FailResult<T> = crate::error::FailResult<T, rusqlite::Error>;
+
+/// Converts a [`Fail`], naming the database file in connection-level errors.
+pub(crate) fn map_fail(fail: Fail, path: &str) -> StoreError {
+    match fail {
+        Fail::Db(e) => map_error(e, path),
+        Fail::Store(e) => e,
+    }
+}
 
 /// Converts a driver error, naming the database file in connection-level errors.
-pub(crate) fn map_error(err: sqlx::Error, path: &str) -> StoreError {
+pub(crate) fn map_error(err: rusqlite::Error, path: &str) -> StoreError {
     match err {
-        sqlx::Error::Database(db) => {
-            let message = db.message().to_owned();
-            let code = db
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .map_or(-1, |c| c & 0xff);
-            match code {
-                SQLITE_BUSY | SQLITE_LOCKED => StoreError::Locked {
+        rusqlite::Error::SqliteFailure(failure, message) => {
+            let message = message.unwrap_or_else(|| failure.to_string());
+            match failure.code {
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Locked {
                     cause: format!(
                         "{path} is locked by another connection or process and stayed locked past \
                          the busy timeout ({message})"
                     ),
                 },
-                SQLITE_FULL => StoreError::DiskFull {
+                ErrorCode::DiskFull => StoreError::DiskFull {
                     cause: format!("{path}: {message}"),
                 },
-                SQLITE_CANTOPEN | SQLITE_READONLY | SQLITE_IOERR => StoreError::Unavailable {
-                    target: path.to_owned(),
-                    cause: message,
-                },
-                SQLITE_CORRUPT | SQLITE_NOTADB => StoreError::Corrupt {
+                ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::SystemIoFailure => {
+                    StoreError::Unavailable {
+                        target: path.to_owned(),
+                        cause: message,
+                    }
+                }
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt {
                     reason: format!("{path}: {message}"),
                 },
                 _ => StoreError::Backend { cause: message },
             }
         }
-        sqlx::Error::Io(io) => {
-            if io.raw_os_error() == Some(28) {
-                StoreError::DiskFull {
-                    cause: format!("{path}: {io}"),
-                }
-            } else {
-                StoreError::Unavailable {
-                    target: path.to_owned(),
-                    cause: io.to_string(),
-                }
-            }
-        }
-        sqlx::Error::PoolTimedOut => StoreError::Locked {
-            cause: format!("timed out waiting for the writer connection to {path}"),
-        },
-        sqlx::Error::PoolClosed => StoreError::Unavailable {
-            target: path.to_owned(),
-            cause: "the store was closed".to_owned(),
-        },
-        sqlx::Error::ColumnDecode { index, source } => StoreError::Corrupt {
+        rusqlite::Error::FromSqlConversionFailure(index, _, source) => StoreError::Corrupt {
             reason: format!("column {index}: {source}"),
         },
-        sqlx::Error::Decode(source) => StoreError::Corrupt {
-            reason: source.to_string(),
+        rusqlite::Error::IntegralValueOutOfRange(index, value) => StoreError::Corrupt {
+            reason: format!("column {index}: {value} is out of range"),
+        },
+        rusqlite::Error::InvalidColumnType(index, name, found) => StoreError::Corrupt {
+            reason: format!("column {index} ({name}): unexpected {found}"),
+        },
+        rusqlite::Error::Utf8Error(..) => StoreError::Corrupt {
+            reason: err.to_string(),
         },
         other => StoreError::Backend {
             cause: other.to_string(),
         },
+    }
+}
+
+/// Whether an error is a violated UNIQUE or PRIMARY KEY constraint.
+pub(crate) fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+/// The store was closed (or its writer thread is gone).
+pub(crate) fn closed(path: &str) -> StoreError {
+    StoreError::Unavailable {
+        target: path.to_owned(),
+        cause: "the store was closed".to_owned(),
     }
 }

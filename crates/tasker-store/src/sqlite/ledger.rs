@@ -2,20 +2,19 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rusqlite::{Connection, params};
 use serde_json::Value;
-use sqlx::SqliteConnection;
-use sqlx::types::Json;
 
-use super::rows;
-use crate::error::FailResult;
+use super::errors::FailResult;
+use super::rows::{self, json_text, query_all};
 use crate::params::{LedgerEntry, LedgerList, page_size};
 use crate::plan::{ledger_dedup_key, ledger_processing_errors};
 use crate::records::{LedgerOutcome, LedgerRecord};
 use crate::time::from_ms;
 
 /// Appends entries in one statement and reports which were duplicates.
-pub(crate) async fn append(
-    conn: &mut SqliteConnection,
+pub(crate) fn append(
+    conn: &Connection,
     entries: &[LedgerEntry],
     now: i64,
     refusals: &HashMap<usize, Value>,
@@ -25,7 +24,7 @@ pub(crate) async fn append(
     }
     let mut outcomes = vec![LedgerOutcome::Recorded; entries.len()];
     let mut seen = HashSet::new();
-    let mut rows = Vec::with_capacity(entries.len());
+    let mut json_rows = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         if let Some(key) = ledger_dedup_key(entry)
             && !seen.insert(key)
@@ -60,25 +59,30 @@ pub(crate) async fn append(
         {
             row.insert("processing_errors".into(), errors);
         }
-        rows.push(Value::Object(row));
+        json_rows.push(Value::Object(row));
     }
-    let inserted: Vec<(Option<String>, Option<i64>, String)> = sqlx::query_as(
+    let inserted: Vec<(Option<String>, Option<i64>, String)> = query_all(
+        conn,
         "INSERT INTO tasker_step_execution_batch_received_results
              (batch_uuid, step_id, message_kind, worker_id, sequence_number, status,
               execution_time_ms, raw_message, processing_errors, received_at)
          SELECT j.value ->> 'batch_uuid', j.value ->> 'step_id', j.value ->> 'message_kind',
                 j.value ->> 'worker_id', j.value ->> 'sequence', j.value ->> 'status',
                 j.value ->> 'execution_time_ms', j.value ->> 'raw_message',
-                j.value -> 'processing_errors', $2
-         FROM json_each($1) AS j
+                j.value -> 'processing_errors', ?2
+         FROM json_each(?1) AS j
          WHERE true
          ON CONFLICT DO NOTHING
          RETURNING batch_uuid, step_id, message_kind",
-    )
-    .bind(Json(&rows))
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
+        params![json_text(&json_rows)?, now],
+        |row| {
+            Ok((
+                rows::column(row, "batch_uuid")?,
+                rows::column(row, "step_id")?,
+                rows::column(row, "message_kind")?,
+            ))
+        },
+    )?;
     let inserted: HashSet<(String, i64, String)> = inserted
         .into_iter()
         .filter_map(|(b, s, k)| b.map(|b| (b, s.unwrap_or(0), k)))
@@ -95,41 +99,32 @@ pub(crate) async fn append(
 }
 
 /// Ledger entries, ascending by id.
-pub(crate) async fn ledger_list(
-    conn: &mut SqliteConnection,
-    params: &LedgerList,
-) -> FailResult<Vec<LedgerRecord>> {
+pub(crate) fn ledger_list(conn: &Connection, params: &LedgerList) -> FailResult<Vec<LedgerRecord>> {
     let limit = page_size(params.limit, 100, 10_000);
-    let rows = sqlx::query(
+    query_all(
+        conn,
         "SELECT id, batch_uuid, step_id, message_kind, worker_id, sequence_number, status,
                 execution_time_ms, raw_message, processing_errors, received_at
          FROM tasker_step_execution_batch_received_results
-         WHERE ($1 IS NULL OR batch_uuid = $1)
-           AND ($2 IS NULL OR step_id = $2)
-           AND ($3 IS NULL OR id > $3)
-         ORDER BY id LIMIT $4",
+         WHERE (?1 IS NULL OR batch_uuid = ?1)
+           AND (?2 IS NULL OR step_id = ?2)
+           AND (?3 IS NULL OR id > ?3)
+         ORDER BY id LIMIT ?4",
+        params![params.batch_uuid, params.step_id, params.after_id, limit],
+        |row| {
+            Ok(LedgerRecord {
+                id: rows::column(row, "id")?,
+                batch_uuid: rows::column(row, "batch_uuid")?,
+                step_id: rows::column(row, "step_id")?,
+                message_kind: rows::column(row, "message_kind")?,
+                worker_id: rows::column(row, "worker_id")?,
+                sequence: rows::column(row, "sequence_number")?,
+                status: rows::column(row, "status")?,
+                execution_time_ms: rows::column(row, "execution_time_ms")?,
+                raw_message: rows::column(row, "raw_message")?,
+                processing_errors: rows::json_opt(row, "processing_errors")?,
+                received_at: from_ms(rows::column(row, "received_at")?)?,
+            })
+        },
     )
-    .bind(&params.batch_uuid)
-    .bind(params.step_id)
-    .bind(params.after_id)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        out.push(LedgerRecord {
-            id: rows::column(row, "id")?,
-            batch_uuid: rows::column(row, "batch_uuid")?,
-            step_id: rows::column(row, "step_id")?,
-            message_kind: rows::column(row, "message_kind")?,
-            worker_id: rows::column(row, "worker_id")?,
-            sequence: rows::column(row, "sequence_number")?,
-            status: rows::column(row, "status")?,
-            execution_time_ms: rows::column(row, "execution_time_ms")?,
-            raw_message: rows::column(row, "raw_message")?,
-            processing_errors: rows::json_opt(row, "processing_errors")?,
-            received_at: from_ms(rows::column(row, "received_at")?)?,
-        });
-    }
-    Ok(out)
 }

@@ -1,9 +1,10 @@
-//! SQLite migrations: applied at start-up in one `BEGIN IMMEDIATE` transaction.
+//! SQLite migrations: applied at start-up by the writer thread, in one `BEGIN IMMEDIATE`
+//! transaction.
 
-use sqlx::SqlitePool;
+use rusqlite::{Connection, params};
 
-use super::errors::map_error;
-use crate::error::StoreResult;
+use super::errors::FailResult;
+use super::rows::{self, execute, query_opt};
 use crate::migration::{Migration, check_not_newer, newest, pending};
 
 /// Every SQLite migration, in order.
@@ -16,25 +17,19 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
 /// The newest version this build knows.
 pub(crate) const SUPPORTED_VERSION: i64 = newest(MIGRATIONS);
 
-/// Brings the database up to [`SUPPORTED_VERSION`], refusing one that is newer.
-pub(crate) async fn migrate(pool: &SqlitePool, path: &str, now_ms: i64) -> StoreResult<i64> {
-    let map = |e| map_error(e, path);
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(map)?;
-    sqlx::query(
+/// Brings the database up to [`SUPPORTED_VERSION`], refusing one that is newer. Runs in the
+/// caller's write transaction.
+pub(crate) fn migrate(conn: &Connection, now_ms: i64) -> FailResult<i64> {
+    execute(
+        conn,
         "CREATE TABLE IF NOT EXISTS tasker_schema_migrations (
             version INTEGER PRIMARY KEY,
             description TEXT NOT NULL,
             applied_at INTEGER NOT NULL
         )",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(map)?;
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM tasker_schema_migrations")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map)?;
+        [],
+    )?;
+    let found = recorded_version(conn)?;
     check_not_newer(found, SUPPORTED_VERSION)?;
     for migration in pending(MIGRATIONS, found) {
         tracing::info!(
@@ -42,31 +37,28 @@ pub(crate) async fn migrate(pool: &SqlitePool, path: &str, now_ms: i64) -> Store
             description = migration.description,
             "applying SQLite migration"
         );
-        sqlx::raw_sql(migration.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?;
-        sqlx::query(
+        conn.execute_batch(migration.sql)?;
+        execute(
+            conn,
             "INSERT INTO tasker_schema_migrations (version, description, applied_at)
-             VALUES ($1, $2, $3)",
-        )
-        .bind(migration.version)
-        .bind(migration.description)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
+             VALUES (?1, ?2, ?3)",
+            params![migration.version, migration.description, now_ms],
+        )?;
     }
-    tx.commit().await.map_err(map)?;
     Ok(SUPPORTED_VERSION)
 }
 
-/// The version recorded in the database.
-pub(crate) async fn current_version(pool: &SqlitePool, path: &str) -> StoreResult<i64> {
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM tasker_schema_migrations")
-            .fetch_one(pool)
-            .await
-            .map_err(|e| map_error(e, path))?;
-    Ok(found.unwrap_or(0))
+/// The version recorded in the database (0 when none is).
+pub(crate) fn current_version(conn: &Connection) -> FailResult<i64> {
+    Ok(recorded_version(conn)?.unwrap_or(0))
+}
+
+fn recorded_version(conn: &Connection) -> FailResult<Option<i64>> {
+    Ok(query_opt(
+        conn,
+        "SELECT MAX(version) AS version FROM tasker_schema_migrations",
+        [],
+        |row| rows::column::<Option<i64>>(row, "version"),
+    )?
+    .flatten())
 }

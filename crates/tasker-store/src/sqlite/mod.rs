@@ -1,8 +1,43 @@
-//! The SQLite backend: one file, WAL journal, one writer connection, several readers.
+//! The SQLite backend: one file, WAL journal, one writer thread, a few read connections.
 //!
 //! Limits, plainly: one writer means every write waits for the one before it (group commit is
 //! what keeps that fast), and one database file serves one orchestrator process. Durability per
 //! commit is set by [`SqliteDurability`](crate::SqliteDurability).
+//!
+//! # Why a dedicated writer thread, and rusqlite
+//!
+//! SQLite is a synchronous C library: a statement runs on the thread that calls it. An async
+//! driver (sqlx) hides that by sending every statement to a worker thread and waking the caller
+//! when it is done; on this project's 2-vCPU machine such a round trip between threads costs
+//! 36 µs, so sqlx paid 43–63 µs per statement against 1–2 µs for rusqlite called directly
+//! (`shared/research/sqlite-drivers.md`, and ADR 0006). A group commit is ~15–25 statements, so
+//! that was ~1 ms per commit on top of an fsync of ~0.15 ms. Here the hop is paid once per
+//! transaction instead:
+//!
+//! - **Writes** ([`writer`]): one OS thread owns the one read-write connection. Each write method
+//!   sends it a job (a closure over its parameters) on a channel and awaits the answer on a
+//!   oneshot. The thread runs each job as one `BEGIN IMMEDIATE … COMMIT` transaction, every
+//!   statement prepared once and cached (`prepare_cached`); jobs that arrive meanwhile queue and
+//!   run in order (the engine keeps at most one group commit in flight anyway). On any failure,
+//!   the commit's included (a full disk, a lock held past the busy timeout), the transaction is
+//!   rolled back and the connection left with no transaction open, checked after every job; a
+//!   connection that cannot be brought back is replaced. A failed write never wedges the next.
+//! - **Reads** ([`readers`]): `readers` (default 4) read-only connections, opened on first use
+//!   and pooled; a read takes one (waiting on a semaphore when all are busy) and runs on tokio's
+//!   blocking pool (`spawn_blocking`), inside one `BEGIN … COMMIT`, so a read of several
+//!   statements (`task_load_dag`, `tasks_load_dags`, `batch_get`) sees one snapshot. WAL lets
+//!   them read beside the writer. The blocking pool rather than reader threads of our own: reads
+//!   are rarer than writes on the engine's path and tokio already keeps idle threads warm.
+//! - **Closing** waits for the reads in progress and the writes queued, closes every
+//!   connection (the writer's last, which checkpoints the WAL), and makes later calls fail with
+//!   [`StoreError::Unavailable`](crate::StoreError::Unavailable).
+//!
+//! A caller that stops waiting (its future dropped) does not cancel a write already sent: it
+//! commits or fails as it would have, only the answer is lost. The engine never drops one.
+//!
+//! SQL text is the PostgreSQL backend's twin where the dialects allow; bulk statements take
+//! their rows as one JSON text parameter read with `json_each`, so a group is a fixed number of
+//! statements whatever its size.
 
 pub(crate) mod batches;
 pub(crate) mod counts;
@@ -10,21 +45,23 @@ pub(crate) mod dead_letters;
 pub(crate) mod errors;
 pub(crate) mod ledger;
 pub(crate) mod migrate;
+pub(crate) mod readers;
 pub(crate) mod rows;
 pub(crate) mod steps;
 pub(crate) mod tasks;
 pub(crate) mod transitions;
 pub(crate) mod workers;
+pub(crate) mod writer;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
-use crate::connect::{SqliteDurability, SqliteOptions};
-use crate::error::{Fail, StoreError, StoreResult};
+use self::readers::Readers;
+use self::writer::Writer;
+use crate::connect::SqliteOptions;
+use crate::error::{StoreError, StoreResult};
 use crate::params::{
     BatchRecord, BatchesOrphaned, DeadLetterInsert, DeadLetterResolve, DeadLettersList,
     LedgerAppend, LedgerList, NewTask, StepsList, StepsReady, StepsTimedOut, TasksActive,
@@ -41,124 +78,28 @@ use crate::time::to_ms;
 /// A Tasker store in an SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
-    /// One connection: SQLite allows one writer at a time, so writes queue here rather than
-    /// fail with `SQLITE_BUSY`.
-    writer: SqlitePool,
+    /// The one writer connection, on its own thread: SQLite allows one writer at a time, so
+    /// writes queue here rather than fail with `SQLITE_BUSY`.
+    writer: Writer,
     /// Read connections; in WAL mode they read beside the writer.
-    reader: SqlitePool,
-    /// The file, for error messages.
-    path: String,
-}
-
-/// Runs `$body` (an async expression using `$conn: &mut SqliteConnection`) in a write
-/// transaction, committing on success.
-macro_rules! write_tx {
-    ($self:ident, $conn:ident => $body:expr) => {{
-        let mut tx = $self.begin_write().await?;
-        let result = {
-            let $conn = &mut *tx;
-            $body.await
-        };
-        $self.finish(tx, result).await
-    }};
-}
-
-/// Runs `$body` on one read connection (a single statement, or several in one snapshot when the
-/// body begins its own transaction).
-macro_rules! read_tx {
-    ($self:ident, $conn:ident => $body:expr) => {{
-        let mut tx = $self
-            .reader
-            .begin()
-            .await
-            .map_err(|e| $self.map(Fail::Db(e)))?;
-        let result = {
-            let $conn = &mut *tx;
-            $body.await
-        };
-        $self.finish(tx, result).await
-    }};
+    readers: Readers,
 }
 
 impl SqliteStore {
     /// Opens (creating when missing) and migrates the database file.
     pub(crate) async fn open(options: SqliteOptions) -> StoreResult<Self> {
-        let path = options.path.display().to_string();
+        let path: Arc<str> = Arc::from(options.path.display().to_string());
         if let Some(parent) = options.path.parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable {
-                target: path.clone(),
+                target: path.to_string(),
                 cause: format!("cannot create directory {}: {e}", parent.display()),
             })?;
         }
-        let base = SqliteConnectOptions::new()
-            .filename(&options.path)
-            .busy_timeout(options.busy_timeout)
-            .foreign_keys(true);
-        let synchronous = match options.durability {
-            SqliteDurability::Full => SqliteSynchronous::Full,
-            SqliteDurability::Normal => SqliteSynchronous::Normal,
-            SqliteDurability::Off => SqliteSynchronous::Off,
-        };
-        let mut writer_options = base
-            .clone()
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(synchronous);
-        if let Some(pages) = options.max_page_count {
-            writer_options = writer_options.pragma("max_page_count", pages.to_string());
-        }
-        let map = |e| errors::map_error(e, &path);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(writer_options)
-            .await
-            .map_err(map)?;
-        migrate::migrate(&writer, &path, to_ms(chrono::Utc::now())).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(options.readers)
-            .connect_with(base.read_only(true))
-            .await
-            .map_err(map)?;
-        Ok(Self {
-            writer,
-            reader,
-            path,
-        })
-    }
-
-    fn map(&self, fail: Fail) -> StoreError {
-        match fail {
-            Fail::Db(e) => errors::map_error(e, &self.path),
-            Fail::Store(e) => e,
-        }
-    }
-
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| self.map(Fail::Db(e)))
-    }
-
-    async fn finish<T>(
-        &self,
-        tx: Transaction<'static, Sqlite>,
-        result: Result<T, Fail>,
-    ) -> StoreResult<T> {
-        match result {
-            Ok(value) => {
-                tx.commit().await.map_err(|e| self.map(Fail::Db(e)))?;
-                Ok(value)
-            }
-            Err(fail) => {
-                // Rolling back can fail only if the connection is gone; the error that matters
-                // is the original one.
-                let _ = tx.rollback().await;
-                Err(self.map(fail))
-            }
-        }
+        let writer = Writer::start(options.clone(), Arc::clone(&path)).await?;
+        let readers = Readers::new(options, path);
+        Ok(Self { writer, readers })
     }
 }
 
@@ -169,135 +110,187 @@ impl Store for SqliteStore {
     }
 
     async fn schema_version(&self) -> StoreResult<i64> {
-        migrate::current_version(&self.reader, &self.path).await
+        self.readers.run(migrate::current_version).await
     }
 
     async fn close(&self) {
+        // Readers first: the writer's connection, closed last, checkpoints the WAL into the file.
+        self.readers.close().await;
         self.writer.close().await;
-        self.reader.close().await;
     }
 
     async fn task_create(&self, task: NewTask) -> StoreResult<TaskCreated> {
-        write_tx!(self, conn => tasks::task_create(conn, &task))
+        self.writer
+            .run(move |conn| tasks::task_create(conn, &task))
+            .await
     }
 
     async fn tasks_create_many(&self, tasks: Vec<NewTask>) -> StoreResult<Vec<TaskCreated>> {
-        write_tx!(self, conn => async {
-            let mut out = Vec::with_capacity(tasks.len());
-            for task in &tasks {
-                out.push(tasks::task_create(conn, task).await?);
-            }
-            Ok(out)
-        })
+        self.writer
+            .run(move |conn| {
+                tasks
+                    .iter()
+                    .map(|task| tasks::task_create(conn, task))
+                    .collect()
+            })
+            .await
     }
 
     async fn task_get(&self, task_id: i64) -> StoreResult<TaskRecord> {
-        read_tx!(self, conn => tasks::task_get(conn, task_id))
+        self.readers
+            .run(move |conn| tasks::task_get(conn, task_id))
+            .await
     }
 
     async fn task_load_dag(&self, task_id: i64) -> StoreResult<TaskDag> {
-        read_tx!(self, conn => tasks::task_load_dag(conn, task_id))
+        self.readers
+            .run(move |conn| tasks::task_load_dag(conn, task_id))
+            .await
     }
 
     async fn tasks_load_dags(&self, task_ids: Vec<i64>) -> StoreResult<Vec<TaskDag>> {
         if task_ids.is_empty() {
             return Ok(Vec::new());
         }
-        read_tx!(self, conn => tasks::tasks_load_dags(conn, &task_ids))
+        self.readers
+            .run(move |conn| tasks::tasks_load_dags(conn, &task_ids))
+            .await
     }
 
     async fn tasks_list(&self, params: TasksList) -> StoreResult<Page<TaskRecord>> {
-        read_tx!(self, conn => tasks::tasks_list(conn, &params))
+        self.readers
+            .run(move |conn| tasks::tasks_list(conn, &params))
+            .await
     }
 
     async fn tasks_active(&self, params: TasksActive) -> StoreResult<Page<i64>> {
-        read_tx!(self, conn => tasks::tasks_active(conn, &params))
+        self.readers
+            .run(move |conn| tasks::tasks_active(conn, &params))
+            .await
     }
 
     async fn tasks_claim(&self, params: TasksClaim) -> StoreResult<Vec<i64>> {
-        write_tx!(self, conn => tasks::tasks_claim(conn, &params))
+        self.writer
+            .run(move |conn| tasks::tasks_claim(conn, &params))
+            .await
     }
 
     async fn tasks_lease_renew(&self, params: TasksLease) -> StoreResult<Vec<i64>> {
-        write_tx!(self, conn => tasks::tasks_lease_renew(conn, &params))
+        self.writer
+            .run(move |conn| tasks::tasks_lease_renew(conn, &params))
+            .await
     }
 
     async fn tasks_release(&self, params: TasksLease) -> StoreResult<Vec<i64>> {
-        write_tx!(self, conn => tasks::tasks_release(conn, &params))
+        self.writer
+            .run(move |conn| tasks::tasks_release(conn, &params))
+            .await
     }
 
     async fn steps_list(&self, params: StepsList) -> StoreResult<Page<StepRecord>> {
-        read_tx!(self, conn => steps::steps_list(conn, &params))
+        self.readers
+            .run(move |conn| steps::steps_list(conn, &params))
+            .await
     }
 
     async fn steps_ready(&self, params: StepsReady) -> StoreResult<Vec<ReadyStep>> {
-        read_tx!(self, conn => steps::steps_ready(conn, &params))
+        self.readers
+            .run(move |conn| steps::steps_ready(conn, &params))
+            .await
     }
 
     async fn steps_timed_out(&self, params: StepsTimedOut) -> StoreResult<Vec<InFlightStep>> {
-        read_tx!(self, conn => steps::steps_timed_out(conn, &params))
+        self.readers
+            .run(move |conn| steps::steps_timed_out(conn, &params))
+            .await
     }
 
     async fn transitions_apply(&self, params: TransitionsApply) -> StoreResult<TransitionsApplied> {
-        write_tx!(self, conn => transitions::transitions_apply(conn, &params))
+        self.writer
+            .run(move |conn| transitions::transitions_apply(conn, &params))
+            .await
     }
 
     async fn transitions_list(&self, of: TransitionsOf) -> StoreResult<Vec<TransitionRecord>> {
-        read_tx!(self, conn => transitions::transitions_list(conn, of))
+        self.readers
+            .run(move |conn| transitions::transitions_list(conn, of))
+            .await
     }
 
     async fn batch_record(&self, params: BatchRecord) -> StoreResult<BatchRecorded> {
-        write_tx!(self, conn => batches::batch_record(conn, &params))
+        self.writer
+            .run(move |conn| batches::batch_record(conn, &params))
+            .await
     }
 
     async fn batches_record(&self, params: Vec<BatchRecord>) -> StoreResult<Vec<BatchRecorded>> {
-        write_tx!(self, conn => batches::batches_record(conn, &params))
+        self.writer
+            .run(move |conn| batches::batches_record(conn, &params))
+            .await
     }
 
     async fn batch_get(&self, batch_uuid: Uuid) -> StoreResult<BatchDetail> {
-        read_tx!(self, conn => batches::batch_get(conn, batch_uuid))
+        self.readers
+            .run(move |conn| batches::batch_get(conn, batch_uuid))
+            .await
     }
 
     async fn batches_orphaned(&self, params: BatchesOrphaned) -> StoreResult<Vec<OrphanedBatch>> {
-        read_tx!(self, conn => batches::batches_orphaned(conn, &params))
+        self.readers
+            .run(move |conn| batches::batches_orphaned(conn, &params))
+            .await
     }
 
     async fn ledger_append(&self, params: LedgerAppend) -> StoreResult<Vec<LedgerOutcome>> {
-        let no_refusals = std::collections::HashMap::new();
-        write_tx!(self, conn => ledger::append(conn, &params.entries, to_ms(params.now), &no_refusals))
+        self.writer
+            .run(move |conn| {
+                let no_refusals = std::collections::HashMap::new();
+                ledger::append(conn, &params.entries, to_ms(params.now), &no_refusals)
+            })
+            .await
     }
 
     async fn ledger_list(&self, params: LedgerList) -> StoreResult<Vec<LedgerRecord>> {
-        read_tx!(self, conn => ledger::ledger_list(conn, &params))
+        self.readers
+            .run(move |conn| ledger::ledger_list(conn, &params))
+            .await
     }
 
     async fn worker_upsert(&self, params: WorkerUpsert) -> StoreResult<()> {
-        write_tx!(self, conn => workers::worker_upsert(conn, &params))
+        self.writer
+            .run(move |conn| workers::worker_upsert(conn, &params))
+            .await
     }
 
     async fn workers_list(&self) -> StoreResult<Vec<WorkerRecord>> {
-        read_tx!(self, conn => workers::workers_list(conn))
+        self.readers.run(workers::workers_list).await
     }
 
     async fn dead_letter_insert(&self, params: DeadLetterInsert) -> StoreResult<DeadLetterRecord> {
-        write_tx!(self, conn => dead_letters::dead_letter_insert(conn, &params))
+        self.writer
+            .run(move |conn| dead_letters::dead_letter_insert(conn, &params))
+            .await
     }
 
     async fn dead_letters_list(
         &self,
         params: DeadLettersList,
     ) -> StoreResult<Page<DeadLetterRecord>> {
-        read_tx!(self, conn => dead_letters::dead_letters_list(conn, &params))
+        self.readers
+            .run(move |conn| dead_letters::dead_letters_list(conn, &params))
+            .await
     }
 
     async fn dead_letter_resolve(
         &self,
         params: DeadLetterResolve,
     ) -> StoreResult<DeadLetterRecord> {
-        write_tx!(self, conn => dead_letters::dead_letter_resolve(conn, &params))
+        self.writer
+            .run(move |conn| dead_letters::dead_letter_resolve(conn, &params))
+            .await
     }
 
     async fn state_counts(&self) -> StoreResult<StateCounts> {
-        read_tx!(self, conn => counts::state_counts(conn))
+        self.readers.run(counts::state_counts).await
     }
 }

@@ -1,14 +1,15 @@
-//! Decoding SQLite rows into records. JSON columns are TEXT, UUIDs hyphenated TEXT, booleans 0/1.
+//! Decoding SQLite rows into records, and encoding JSON parameters. JSON columns are TEXT (bound
+//! as text, never as SQLite numbers or NULL), UUIDs hyphenated TEXT, booleans 0/1.
 
 use std::str::FromStr;
 
+use rusqlite::Row;
+use rusqlite::types::FromSql;
+use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-use sqlx::types::Json;
 use uuid::Uuid;
-use uuid::fmt::Hyphenated;
 
+use super::errors::FailResult;
 use crate::error::{StoreError, StoreResult};
 use crate::records::{StepRecord, TaskRecord, TransitionRecord};
 use crate::time::{from_ms, from_ms_opt};
@@ -46,115 +47,168 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-fn get<'r, T>(row: &'r SqliteRow, column: &str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(column)
-        .map_err(|e| corrupt(format!("column {column}: {e}")))
+/// A value as JSON text, to bind where the SQL reads it with `json_each` or stores it in a JSON
+/// column.
+pub(crate) fn json_text<T: Serialize + ?Sized>(value: &T) -> FailResult<String> {
+    serde_json::to_string(value).map_err(|e| {
+        StoreError::InvalidInput {
+            reason: format!("cannot encode as JSON: {e}"),
+        }
+        .into()
+    })
+}
+
+/// An optional value as JSON text (`None` binds SQL NULL).
+pub(crate) fn json_text_opt<T: Serialize>(value: Option<&T>) -> FailResult<Option<String>> {
+    value.map(json_text).transpose()
+}
+
+/// Any column, decoded.
+pub(crate) fn column<T: FromSql>(row: &Row<'_>, name: &str) -> StoreResult<T> {
+    row.get(name)
+        .map_err(|e| corrupt(format!("column {name}: {e}")))
 }
 
 /// A state column.
-pub(crate) fn state<S>(row: &SqliteRow, column: &str) -> StoreResult<S>
+pub(crate) fn state<S>(row: &Row<'_>, name: &str) -> StoreResult<S>
 where
     S: FromStr,
     S::Err: std::fmt::Display,
 {
-    let text: String = get(row, column)?;
+    let text: String = column(row, name)?;
     text.parse().map_err(corrupt)
 }
 
 /// A JSON TEXT column.
-pub(crate) fn json(row: &SqliteRow, column: &str) -> StoreResult<Value> {
-    Ok(get::<Json<Value>>(row, column)?.0)
+pub(crate) fn json(row: &Row<'_>, name: &str) -> StoreResult<Value> {
+    column(row, name)
 }
 
 /// A nullable JSON TEXT column.
-pub(crate) fn json_opt(row: &SqliteRow, column: &str) -> StoreResult<Option<Value>> {
-    Ok(get::<Option<Json<Value>>>(row, column)?.map(|j| j.0))
-}
-
-/// A nullable UUID TEXT column.
-pub(crate) fn uuid_opt(row: &SqliteRow, column: &str) -> StoreResult<Option<Uuid>> {
-    Ok(get::<Option<Hyphenated>>(row, column)?.map(Uuid::from))
+pub(crate) fn json_opt(row: &Row<'_>, name: &str) -> StoreResult<Option<Value>> {
+    column(row, name)
 }
 
 /// A UUID TEXT column.
-pub(crate) fn uuid(row: &SqliteRow, column: &str) -> StoreResult<Uuid> {
-    Ok(Uuid::from(get::<Hyphenated>(row, column)?))
+pub(crate) fn uuid(row: &Row<'_>, name: &str) -> StoreResult<Uuid> {
+    let text: String = column(row, name)?;
+    Uuid::parse_str(&text).map_err(|e| corrupt(format!("column {name}: {e}")))
+}
+
+/// A nullable UUID TEXT column.
+pub(crate) fn uuid_opt(row: &Row<'_>, name: &str) -> StoreResult<Option<Uuid>> {
+    let text: Option<String> = column(row, name)?;
+    text.map(|t| Uuid::parse_str(&t).map_err(|e| corrupt(format!("column {name}: {e}"))))
+        .transpose()
 }
 
 /// Decodes a row selected with [`task_select!`].
-pub(crate) fn task(row: &SqliteRow) -> StoreResult<TaskRecord> {
-    let tags: Json<Vec<String>> = get(row, "tags")?;
+pub(crate) fn task(row: &Row<'_>) -> StoreResult<TaskRecord> {
+    let tags: Vec<String> = serde_json::from_value(json(row, "tags")?)
+        .map_err(|e| corrupt(format!("column tags: {e}")))?;
     Ok(TaskRecord {
-        task_id: get(row, "task_id")?,
-        namespace: get(row, "namespace")?,
-        name: get(row, "name")?,
-        version: get(row, "version")?,
+        task_id: column(row, "task_id")?,
+        namespace: column(row, "namespace")?,
+        name: column(row, "name")?,
+        version: column(row, "version")?,
         state: state(row, "state")?,
         context: json(row, "context")?,
-        initiator: get(row, "initiator")?,
-        source_system: get(row, "source_system")?,
-        reason: get(row, "reason")?,
-        tags: tags.0,
-        idempotency_key: get(row, "idempotency_key")?,
-        claimed_by: get(row, "claimed_by")?,
-        claim_expires_at: from_ms_opt(get(row, "claim_expires_at")?)?,
-        created_at: from_ms(get(row, "created_at")?)?,
-        updated_at: from_ms(get(row, "updated_at")?)?,
-        completed_at: from_ms_opt(get(row, "completed_at")?)?,
+        initiator: column(row, "initiator")?,
+        source_system: column(row, "source_system")?,
+        reason: column(row, "reason")?,
+        tags,
+        idempotency_key: column(row, "idempotency_key")?,
+        claimed_by: column(row, "claimed_by")?,
+        claim_expires_at: from_ms_opt(column(row, "claim_expires_at")?)?,
+        created_at: from_ms(column(row, "created_at")?)?,
+        updated_at: from_ms(column(row, "updated_at")?)?,
+        completed_at: from_ms_opt(column(row, "completed_at")?)?,
     })
 }
 
 /// Decodes a row selected with [`step_select!`].
-pub(crate) fn step(row: &SqliteRow) -> StoreResult<StepRecord> {
+pub(crate) fn step(row: &Row<'_>) -> StoreResult<StepRecord> {
     let backoff = match json_opt(row, "backoff")? {
         Some(v) => Some(serde_json::from_value(v).map_err(corrupt)?),
         None => None,
     };
     Ok(StepRecord {
-        step_id: get(row, "step_id")?,
-        task_id: get(row, "task_id")?,
-        name: get(row, "name")?,
-        position: get(row, "position")?,
-        handler_class: get(row, "handler_class")?,
+        step_id: column(row, "step_id")?,
+        task_id: column(row, "task_id")?,
+        name: column(row, "name")?,
+        position: column(row, "position")?,
+        handler_class: column(row, "handler_class")?,
         handler_config: json(row, "handler_config")?,
-        retryable: get(row, "retryable")?,
-        retry_limit: get(row, "retry_limit")?,
-        timeout_ms: get(row, "timeout_ms")?,
+        retryable: column(row, "retryable")?,
+        retry_limit: column(row, "retry_limit")?,
+        timeout_ms: column(row, "timeout_ms")?,
         backoff,
         state: state(row, "state")?,
-        attempts: get(row, "attempts")?,
-        last_attempted_at: from_ms_opt(get(row, "last_attempted_at")?)?,
-        backoff_until: from_ms_opt(get(row, "backoff_until")?)?,
+        attempts: column(row, "attempts")?,
+        last_attempted_at: from_ms_opt(column(row, "last_attempted_at")?)?,
+        backoff_until: from_ms_opt(column(row, "backoff_until")?)?,
         results: json_opt(row, "results")?,
         last_error: json_opt(row, "last_error")?,
         in_flight_batch: uuid_opt(row, "in_flight_batch")?,
-        in_flight_deadline_at: from_ms_opt(get(row, "in_flight_deadline_at")?)?,
-        created_at: from_ms(get(row, "created_at")?)?,
-        updated_at: from_ms(get(row, "updated_at")?)?,
+        in_flight_deadline_at: from_ms_opt(column(row, "in_flight_deadline_at")?)?,
+        created_at: from_ms(column(row, "created_at")?)?,
+        updated_at: from_ms(column(row, "updated_at")?)?,
     })
 }
 
 /// Decodes a transition row (`from_state, to_state, event, metadata, sort_key, most_recent,
 /// created_at`).
-pub(crate) fn transition(row: &SqliteRow) -> StoreResult<TransitionRecord> {
+pub(crate) fn transition(row: &Row<'_>) -> StoreResult<TransitionRecord> {
     Ok(TransitionRecord {
-        from_state: get(row, "from_state")?,
-        to_state: get(row, "to_state")?,
-        event: get(row, "event")?,
+        from_state: column(row, "from_state")?,
+        to_state: column(row, "to_state")?,
+        event: column(row, "event")?,
         metadata: json_opt(row, "metadata")?,
-        sort_key: get(row, "sort_key")?,
-        most_recent: get(row, "most_recent")?,
-        created_at: from_ms(get(row, "created_at")?)?,
+        sort_key: column(row, "sort_key")?,
+        most_recent: column(row, "most_recent")?,
+        created_at: from_ms(column(row, "created_at")?)?,
     })
 }
 
-/// Any column, decoded.
-pub(crate) fn column<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    get(row, name)
+/// Runs a cached statement and decodes every row with `decode`.
+pub(crate) fn query_all<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&Row<'_>) -> StoreResult<T>,
+) -> FailResult<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Runs a cached statement and decodes its first row, if any, with `decode`.
+pub(crate) fn query_opt<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&Row<'_>) -> StoreResult<T>,
+) -> FailResult<Option<T>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let first = match rows.next()? {
+        Some(row) => Some(decode(row)?),
+        None => None,
+    };
+    // Step to the end, so a data-changing statement (`… RETURNING`) has run to completion.
+    while rows.next()?.is_some() {}
+    Ok(first)
+}
+
+/// Runs a cached statement that returns no rows; returns how many rows it changed.
+pub(crate) fn execute(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> FailResult<usize> {
+    Ok(conn.prepare_cached(sql)?.execute(params)?)
 }

@@ -3,14 +3,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use rusqlite::{Connection, params};
 use serde_json::{Value, json};
-use sqlx::SqliteConnection;
-use sqlx::types::Json;
 use uuid::Uuid;
-use uuid::fmt::Hyphenated;
 
-use super::{batches, ledger, rows, tasks};
-use crate::error::FailResult;
+use super::errors::FailResult;
+use super::rows::{self, execute, json_text, query_all};
+use super::{batches, ledger, tasks};
 use crate::params::{TransitionsApply, TransitionsOf};
 use crate::plan::{
     BatchSnapshot, ChangePlan, Snapshots, StepSnapshot, TaskSnapshot, TouchedIds, TransitionRow,
@@ -20,117 +19,108 @@ use crate::records::{TransitionRecord, TransitionsApplied};
 use crate::time::to_ms;
 
 /// Loads the steps, with their last transition's sort key.
-pub(crate) async fn load_steps(
-    conn: &mut SqliteConnection,
+pub(crate) fn load_steps(
+    conn: &Connection,
     step_ids: &BTreeSet<i64>,
 ) -> FailResult<HashMap<i64, StepSnapshot>> {
     if step_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = sqlx::query(
+    let steps = query_all(
+        conn,
         "SELECT s.step_id, s.task_id, s.state, b.batch_uuid, s.attempts, s.unmet_parents,
                 coalesce((SELECT max(x.sort_key) FROM tasker_step_transitions x
                           WHERE x.step_id = s.step_id), 0) AS last_sort_key
          FROM tasker_workflow_steps s
          LEFT JOIN tasker_step_execution_batches b ON b.batch_id = s.in_flight_batch_id
-         WHERE s.step_id IN (SELECT value FROM json_each($1))",
-    )
-    .bind(Json(step_ids))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let step = StepSnapshot {
-            step_id: rows::column(row, "step_id")?,
-            task_id: rows::column(row, "task_id")?,
-            state: rows::state(row, "state")?,
-            in_flight: rows::uuid_opt(row, "batch_uuid")?,
-            attempts: rows::column(row, "attempts")?,
-            unmet_parents: rows::column(row, "unmet_parents")?,
-            last_sort_key: rows::column(row, "last_sort_key")?,
-        };
-        out.insert(step.step_id, step);
-    }
-    Ok(out)
+         WHERE s.step_id IN (SELECT value FROM json_each(?1))",
+        params![json_text(step_ids)?],
+        |row| {
+            Ok(StepSnapshot {
+                step_id: rows::column(row, "step_id")?,
+                task_id: rows::column(row, "task_id")?,
+                state: rows::state(row, "state")?,
+                in_flight: rows::uuid_opt(row, "batch_uuid")?,
+                attempts: rows::column(row, "attempts")?,
+                unmet_parents: rows::column(row, "unmet_parents")?,
+                last_sort_key: rows::column(row, "last_sort_key")?,
+            })
+        },
+    )?;
+    Ok(steps.into_iter().map(|s| (s.step_id, s)).collect())
 }
 
 /// Loads the tasks, with claims and their last transition's sort key.
-pub(crate) async fn load_tasks(
-    conn: &mut SqliteConnection,
+pub(crate) fn load_tasks(
+    conn: &Connection,
     task_ids: &BTreeSet<i64>,
 ) -> FailResult<HashMap<i64, TaskSnapshot>> {
     if task_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = sqlx::query(
+    let tasks = query_all(
+        conn,
         "SELECT t.task_id, t.state, t.claimed_by, t.claim_expires_at,
                 coalesce((SELECT max(x.sort_key) FROM tasker_task_transitions x
                           WHERE x.task_id = t.task_id), 0) AS last_sort_key
          FROM tasker_tasks t
-         WHERE t.task_id IN (SELECT value FROM json_each($1))",
-    )
-    .bind(Json(task_ids))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let task = TaskSnapshot {
-            task_id: rows::column(row, "task_id")?,
-            state: rows::state(row, "state")?,
-            claimed_by: rows::column(row, "claimed_by")?,
-            claim_expires_at: rows::column(row, "claim_expires_at")?,
-            last_sort_key: rows::column(row, "last_sort_key")?,
-        };
-        out.insert(task.task_id, task);
-    }
-    Ok(out)
+         WHERE t.task_id IN (SELECT value FROM json_each(?1))",
+        params![json_text(task_ids)?],
+        |row| {
+            Ok(TaskSnapshot {
+                task_id: rows::column(row, "task_id")?,
+                state: rows::state(row, "state")?,
+                claimed_by: rows::column(row, "claimed_by")?,
+                claim_expires_at: rows::column(row, "claim_expires_at")?,
+                last_sort_key: rows::column(row, "last_sort_key")?,
+            })
+        },
+    )?;
+    Ok(tasks.into_iter().map(|t| (t.task_id, t)).collect())
 }
 
-async fn load_batches(
-    conn: &mut SqliteConnection,
+fn load_batches(
+    conn: &Connection,
     batch_uuids: &BTreeSet<Uuid>,
 ) -> FailResult<HashMap<Uuid, BatchSnapshot>> {
     if batch_uuids.is_empty() {
         return Ok(HashMap::new());
     }
-    let ids: Vec<Hyphenated> = batch_uuids.iter().map(|u| u.hyphenated()).collect();
-    let rows = sqlx::query(
+    // Hyphenated text, as stored (uuid's serde form).
+    let batches = query_all(
+        conn,
         "SELECT b.batch_id, b.batch_uuid, b.state,
                 coalesce((SELECT max(x.sort_key) FROM tasker_step_execution_batch_transitions x
                           WHERE x.batch_id = b.batch_id), 0) AS last_sort_key
          FROM tasker_step_execution_batches b
-         WHERE b.batch_uuid IN (SELECT value FROM json_each($1))",
-    )
-    .bind(Json(ids))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let batch = BatchSnapshot {
-            batch_id: rows::column(row, "batch_id")?,
-            batch_uuid: rows::uuid(row, "batch_uuid")?,
-            state: rows::state(row, "state")?,
-            last_sort_key: rows::column(row, "last_sort_key")?,
-        };
-        out.insert(batch.batch_uuid, batch);
-    }
-    Ok(out)
+         WHERE b.batch_uuid IN (SELECT value FROM json_each(?1))",
+        params![json_text(batch_uuids)?],
+        |row| {
+            Ok(BatchSnapshot {
+                batch_id: rows::column(row, "batch_id")?,
+                batch_uuid: rows::uuid(row, "batch_uuid")?,
+                state: rows::state(row, "state")?,
+                last_sort_key: rows::column(row, "last_sort_key")?,
+            })
+        },
+    )?;
+    Ok(batches.into_iter().map(|b| (b.batch_uuid, b)).collect())
 }
 
 /// Evaluates and applies change sets and appends the ledger, in the caller's transaction.
-pub(crate) async fn transitions_apply(
-    conn: &mut SqliteConnection,
+pub(crate) fn transitions_apply(
+    conn: &Connection,
     params: &TransitionsApply,
 ) -> FailResult<TransitionsApplied> {
     let now = to_ms(params.now);
     let mut created = Vec::with_capacity(params.tasks.len());
     for task in &params.tasks {
-        created.push(tasks::task_create(conn, task).await?);
+        created.push(tasks::task_create(conn, task)?);
     }
     let ids = TouchedIds::of(&params.changes);
-    let steps = load_steps(conn, &ids.step_ids).await?;
-    let tasks = load_tasks(conn, &ids.tasks_of(&steps)).await?;
-    let batches = load_batches(conn, &ids.batch_uuids).await?;
+    let steps = load_steps(conn, &ids.step_ids)?;
+    let tasks = load_tasks(conn, &ids.tasks_of(&steps))?;
+    let batches = load_batches(conn, &ids.batch_uuids)?;
 
     let mut plan = plan_changes(
         Snapshots {
@@ -146,9 +136,9 @@ pub(crate) async fn transitions_apply(
         return Err(conflict.into());
     }
 
-    let ledger = ledger::append(conn, &params.ledger, now, &plan.ledger_errors).await?;
-    write_plan(conn, &plan, now).await?;
-    let batches = batches::batches_record(conn, &params.batches).await?;
+    let ledger = ledger::append(conn, &params.ledger, now, &plan.ledger_errors)?;
+    write_plan(conn, &plan, now)?;
+    let batches = batches::batches_record(conn, &params.batches)?;
     Ok(TransitionsApplied {
         ledger,
         applied: plan.applied,
@@ -158,7 +148,7 @@ pub(crate) async fn transitions_apply(
     })
 }
 
-async fn write_plan(conn: &mut SqliteConnection, plan: &ChangePlan, now: i64) -> FailResult<()> {
+fn write_plan(conn: &Connection, plan: &ChangePlan, now: i64) -> FailResult<()> {
     if !plan.step_updates.is_empty() {
         let updates: Vec<Value> = plan
             .step_updates
@@ -181,7 +171,8 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &ChangePlan, now: i64) ->
                 Value::Object(row)
             })
             .collect();
-        sqlx::query(
+        execute(
+            conn,
             "UPDATE tasker_workflow_steps AS s SET
                  state = u.value ->> 'state',
                  results = coalesce(u.value -> 'results', s.results),
@@ -192,27 +183,23 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &ChangePlan, now: i64) ->
                                            ELSE s.in_flight_batch_id END,
                  in_flight_deadline_at = CASE WHEN u.value ->> 'clear' THEN NULL
                                               ELSE s.in_flight_deadline_at END,
-                 updated_at = $2
-             FROM json_each($1) AS u
+                 updated_at = ?2
+             FROM json_each(?1) AS u
              WHERE s.step_id = u.value ->> 'step_id'",
-        )
-        .bind(Json(updates))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        insert_transitions(conn, TransitionTable::Step, &plan.step_transitions, now).await?;
+            params![json_text(&updates)?, now],
+        )?;
+        insert_transitions(conn, TransitionTable::Step, &plan.step_transitions, now)?;
     }
     if !plan.newly_satisfied.is_empty() {
-        sqlx::query(
+        execute(
+            conn,
             "UPDATE tasker_workflow_steps AS c SET unmet_parents = c.unmet_parents - d.n
              FROM (SELECT to_step_id, count(*) AS n FROM tasker_step_edges
-                   WHERE from_step_id IN (SELECT value FROM json_each($1))
+                   WHERE from_step_id IN (SELECT value FROM json_each(?1))
                    GROUP BY to_step_id) AS d
              WHERE c.step_id = d.to_step_id",
-        )
-        .bind(Json(&plan.newly_satisfied))
-        .execute(&mut *conn)
-        .await?;
+            params![json_text(&plan.newly_satisfied)?],
+        )?;
     }
     if !plan.task_updates.is_empty() {
         let updates: Vec<Value> = plan
@@ -226,19 +213,17 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &ChangePlan, now: i64) ->
                 })
             })
             .collect();
-        sqlx::query(
+        execute(
+            conn,
             "UPDATE tasker_tasks AS t SET
                  state = u.value ->> 'state',
-                 updated_at = $2,
-                 completed_at = CASE WHEN u.value ->> 'final' THEN $2 ELSE NULL END
-             FROM json_each($1) AS u
+                 updated_at = ?2,
+                 completed_at = CASE WHEN u.value ->> 'final' THEN ?2 ELSE NULL END
+             FROM json_each(?1) AS u
              WHERE t.task_id = u.value ->> 'task_id'",
-        )
-        .bind(Json(updates))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        insert_transitions(conn, TransitionTable::Task, &plan.task_transitions, now).await?;
+            params![json_text(&updates)?, now],
+        )?;
+        insert_transitions(conn, TransitionTable::Task, &plan.task_transitions, now)?;
     }
     if !plan.batch_updates.is_empty() {
         let updates: Vec<Value> = plan
@@ -246,18 +231,16 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &ChangePlan, now: i64) ->
             .iter()
             .map(|u| json!({ "batch_id": u.batch_id, "state": u.state.as_str() }))
             .collect();
-        sqlx::query(
+        execute(
+            conn,
             "UPDATE tasker_step_execution_batches AS b SET
                  state = u.value ->> 'state',
-                 updated_at = $2
-             FROM json_each($1) AS u
+                 updated_at = ?2
+             FROM json_each(?1) AS u
              WHERE b.batch_id = u.value ->> 'batch_id'",
-        )
-        .bind(Json(updates))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        insert_transitions(conn, TransitionTable::Batch, &plan.batch_transitions, now).await?;
+            params![json_text(&updates)?, now],
+        )?;
+        insert_transitions(conn, TransitionTable::Batch, &plan.batch_transitions, now)?;
     }
     Ok(())
 }
@@ -271,8 +254,8 @@ pub(crate) enum TransitionTable {
 }
 
 /// Clears `most_recent` on the entities' previous rows and inserts the new rows.
-pub(crate) async fn insert_transitions(
-    conn: &mut SqliteConnection,
+pub(crate) fn insert_transitions(
+    conn: &Connection,
     table: TransitionTable,
     rows: &[TransitionRow],
     now: i64,
@@ -283,37 +266,34 @@ pub(crate) async fn insert_transitions(
     let (clear, insert) = match table {
         TransitionTable::Step => (
             "UPDATE tasker_step_transitions SET most_recent = 0
-             WHERE most_recent = 1 AND step_id IN (SELECT value FROM json_each($1))",
+             WHERE most_recent = 1 AND step_id IN (SELECT value FROM json_each(?1))",
             "INSERT INTO tasker_step_transitions
                  (step_id, from_state, to_state, event, metadata, sort_key, most_recent, created_at)
              SELECT j.value ->> 'id', j.value ->> 'from', j.value ->> 'to', j.value ->> 'event',
-                    j.value -> 'metadata', j.value ->> 'sort_key', j.value ->> 'most_recent', $2
-             FROM json_each($1) AS j",
+                    j.value -> 'metadata', j.value ->> 'sort_key', j.value ->> 'most_recent', ?2
+             FROM json_each(?1) AS j",
         ),
         TransitionTable::Task => (
             "UPDATE tasker_task_transitions SET most_recent = 0
-             WHERE most_recent = 1 AND task_id IN (SELECT value FROM json_each($1))",
+             WHERE most_recent = 1 AND task_id IN (SELECT value FROM json_each(?1))",
             "INSERT INTO tasker_task_transitions
                  (task_id, from_state, to_state, event, metadata, sort_key, most_recent, created_at)
              SELECT j.value ->> 'id', j.value ->> 'from', j.value ->> 'to', j.value ->> 'event',
-                    j.value -> 'metadata', j.value ->> 'sort_key', j.value ->> 'most_recent', $2
-             FROM json_each($1) AS j",
+                    j.value -> 'metadata', j.value ->> 'sort_key', j.value ->> 'most_recent', ?2
+             FROM json_each(?1) AS j",
         ),
         TransitionTable::Batch => (
             "UPDATE tasker_step_execution_batch_transitions SET most_recent = 0
-             WHERE most_recent = 1 AND batch_id IN (SELECT value FROM json_each($1))",
+             WHERE most_recent = 1 AND batch_id IN (SELECT value FROM json_each(?1))",
             "INSERT INTO tasker_step_execution_batch_transitions
                  (batch_id, from_state, to_state, event, metadata, sort_key, most_recent, created_at)
              SELECT j.value ->> 'id', j.value ->> 'from', j.value ->> 'to', j.value ->> 'event',
-                    j.value -> 'metadata', j.value ->> 'sort_key', j.value ->> 'most_recent', $2
-             FROM json_each($1) AS j",
+                    j.value -> 'metadata', j.value ->> 'sort_key', j.value ->> 'most_recent', ?2
+             FROM json_each(?1) AS j",
         ),
     };
     let ids: BTreeSet<i64> = rows.iter().map(|r| r.entity_id).collect();
-    sqlx::query(clear)
-        .bind(Json(&ids))
-        .execute(&mut *conn)
-        .await?;
+    execute(conn, clear, params![json_text(&ids)?])?;
     let json_rows: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -332,48 +312,39 @@ pub(crate) async fn insert_transitions(
             Value::Object(row)
         })
         .collect();
-    sqlx::query(insert)
-        .bind(Json(json_rows))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    execute(conn, insert, params![json_text(&json_rows)?, now])?;
     Ok(())
 }
 
 /// A history, in order.
-pub(crate) async fn transitions_list(
-    conn: &mut SqliteConnection,
+pub(crate) fn transitions_list(
+    conn: &Connection,
     of: TransitionsOf,
 ) -> FailResult<Vec<TransitionRecord>> {
-    let rows =
-        match of {
-            TransitionsOf::Task(id) => sqlx::query(
-                "SELECT from_state, to_state, event, metadata, sort_key, most_recent, created_at
-                 FROM tasker_task_transitions WHERE task_id = $1 ORDER BY sort_key",
-            )
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?,
-            TransitionsOf::Step(id) => sqlx::query(
-                "SELECT from_state, to_state, event, metadata, sort_key, most_recent, created_at
-                 FROM tasker_step_transitions WHERE step_id = $1 ORDER BY sort_key",
-            )
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?,
-            TransitionsOf::Batch(uuid) => sqlx::query(
-                "SELECT x.from_state, x.to_state, x.event, x.metadata, x.sort_key, x.most_recent,
-                        x.created_at
-                 FROM tasker_step_execution_batch_transitions x
-                 JOIN tasker_step_execution_batches b ON b.batch_id = x.batch_id
-                 WHERE b.batch_uuid = $1 ORDER BY x.sort_key",
-            )
-            .bind(uuid.hyphenated())
-            .fetch_all(&mut *conn)
-            .await?,
-        };
-    Ok(rows
-        .iter()
-        .map(rows::transition)
-        .collect::<Result<Vec<_>, _>>()?)
+    match of {
+        TransitionsOf::Task(id) => query_all(
+            conn,
+            "SELECT from_state, to_state, event, metadata, sort_key, most_recent, created_at
+             FROM tasker_task_transitions WHERE task_id = ?1 ORDER BY sort_key",
+            params![id],
+            rows::transition,
+        ),
+        TransitionsOf::Step(id) => query_all(
+            conn,
+            "SELECT from_state, to_state, event, metadata, sort_key, most_recent, created_at
+             FROM tasker_step_transitions WHERE step_id = ?1 ORDER BY sort_key",
+            params![id],
+            rows::transition,
+        ),
+        TransitionsOf::Batch(uuid) => query_all(
+            conn,
+            "SELECT x.from_state, x.to_state, x.event, x.metadata, x.sort_key, x.most_recent,
+                    x.created_at
+             FROM tasker_step_execution_batch_transitions x
+             JOIN tasker_step_execution_batches b ON b.batch_id = x.batch_id
+             WHERE b.batch_uuid = ?1 ORDER BY x.sort_key",
+            params![uuid.hyphenated().to_string()],
+            rows::transition,
+        ),
+    }
 }

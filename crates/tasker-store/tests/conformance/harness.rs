@@ -101,14 +101,21 @@ impl Harness {
     pub async fn raw(&self, sql: &str) {
         match self.backend() {
             Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("raw SQLite connection");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                    .execute(&mut conn)
-                    .await
-                    .expect("raw SQL");
-                conn.close().await.expect("close raw connection");
+                let path = self.url["sqlite:".len()..]
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let sql = sql.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    let conn = rusqlite::Connection::open(&path).expect("raw SQLite connection");
+                    conn.busy_timeout(std::time::Duration::from_secs(5))
+                        .expect("busy timeout");
+                    conn.execute_batch(&sql).expect("raw SQL");
+                    conn.close().expect("close raw connection");
+                })
+                .await
+                .expect("raw SQL task");
             }
             Backend::Postgres => {
                 let mut conn = sqlx::PgConnection::connect(&self.url)
