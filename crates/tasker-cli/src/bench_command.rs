@@ -33,6 +33,7 @@ use tasker_worker::builtin::TEST_HANDLER_CLASS;
 use crate::bench::fleet::WorkerMode;
 use crate::bench::http_load::{self, HttpLoadSettings};
 use crate::bench::report::{Baseline, BenchConfig, BenchReport, Memory, Ratios, ratio};
+use crate::bench::soak::{self, SoakSettings};
 use crate::bench::transport_baseline::TransportKind;
 use crate::bench::workload::WorkloadSettings;
 use crate::bench::{report, store_baseline, transport_baseline, workload};
@@ -139,12 +140,26 @@ pub(crate) struct BenchArgs {
     /// With --http: warm-up tasks before the sequential phase (not measured).
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub(crate) warmup: u32,
+
+    /// A soak: `tasker serve` as a child process with `tasker worker` children, --clients HTTP
+    /// clients creating and awaiting tasks until --soak-steps steps ran; the orchestrator's
+    /// resident memory and the steps/s are sampled at every tenth of the run.
+    #[arg(long)]
+    pub(crate) soak: bool,
+
+    /// With --soak: steps to run (rounded up to whole tasks).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub(crate) soak_steps: u64,
 }
 
 /// Runs the benchmark and prints its report; exits 1 when the final check failed.
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.http {
         return run_http(args);
+    }
+    if args.soak {
+        return run_soak(args);
     }
     let (templates, template) = load_template(&args.template)?;
     let worker_mode = if args.worker_processes {
@@ -207,6 +222,54 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `tasker bench --soak`: see [`crate::bench::soak`].
+fn run_soak(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let (_, template) = load_template(&args.template)?;
+    let template_yaml = serde_json::to_string(&*template).context("cannot write the template")?;
+    let dir = tempfile::Builder::new()
+        .prefix("tasker-soak-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(soak::run(SoakSettings {
+        template,
+        template_yaml,
+        steps: args.soak_steps,
+        clients: args.clients,
+        workers: args.workers,
+        capacity: args.capacity,
+        dir: dir.path().to_path_buf(),
+        timeout: Duration::from_secs(args.timeout_secs),
+    }));
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            let kept = dir.keep();
+            eprintln!(
+                "tasker bench --soak: kept the logs in {} for inspection",
+                kept.display()
+            );
+            return Err(error);
+        }
+    };
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report).context("writing the report")?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report.render_text())?;
+    }
+    out.flush()?;
+    Ok(if report.verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `tasker bench --http`: see [`crate::bench::http_load`].

@@ -285,10 +285,12 @@ impl EngineCore {
                     let step = &mut task.steps[index];
                     step.busy = Busy::Committing;
                     let policy = step.backoff.unwrap_or(self.options.default_backoff);
-                    let sample = rand::Rng::random::<f64>(&mut self.jitter);
-                    let (change, tentative) = result_change(
-                        step, index, &result, &worker_id, received, policy, sample, now,
-                    );
+                    let backoff = Backoff {
+                        policy,
+                        sample: rand::Rng::random::<f64>(&mut self.jitter),
+                    };
+                    let (change, tentative) =
+                        result_change(step, index, &result, &worker_id, received, backoff, now);
                     let group = groups.entry(task_id).or_default();
                     group.changes.push(change);
                     group.tentatives.push(tentative);
@@ -380,9 +382,12 @@ impl EngineCore {
                     }
                     step.busy = Busy::Committing;
                     let policy = step.backoff.unwrap_or(self.options.default_backoff);
-                    let sample = rand::Rng::random::<f64>(&mut self.jitter);
+                    let backoff = Backoff {
+                        policy,
+                        sample: rand::Rng::random::<f64>(&mut self.jitter),
+                    };
                     let (change, tentative) =
-                        loss_change(step, index, batch_id, cause, policy, sample, now);
+                        loss_change(step, index, batch_id, cause, backoff, now);
                     let group = groups.entry(task_id).or_default();
                     group.changes.push(change);
                     group.tentatives.push(tentative);
@@ -1007,6 +1012,13 @@ impl EngineCore {
     }
 }
 
+/// A step's backoff policy and the jitter drawn for this failure.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    policy: tasker_core::backoff::BackoffPolicy,
+    sample: f64,
+}
+
 /// The change and tentative state for a worker's result on its current attempt.
 fn result_change(
     step: &StepRuntime,
@@ -1014,8 +1026,7 @@ fn result_change(
     result: &PartialResult,
     worker_id: &str,
     received: Instant,
-    policy: tasker_core::backoff::BackoffPolicy,
-    sample: f64,
+    backoff: Backoff,
     now: DateTime<Utc>,
 ) -> (StepChange, Tentative) {
     let metadata = json!({
@@ -1081,9 +1092,9 @@ fn result_change(
             let backoff_until = backoff_for(
                 step,
                 retryable,
-                policy,
+                backoff.policy,
                 retry_after_ms.map(Duration::from_millis),
-                sample,
+                backoff.sample,
                 now,
             );
             let mut metadata = metadata;
@@ -1126,8 +1137,7 @@ fn loss_change(
     index: usize,
     batch_id: Uuid,
     cause: LossCause,
-    policy: tasker_core::backoff::BackoffPolicy,
-    sample: f64,
+    backoff: Backoff,
     now: DateTime<Utc>,
 ) -> (StepChange, Tentative) {
     let error_json = json!({
@@ -1140,7 +1150,14 @@ fn loss_change(
         "attempt": step.attempts,
         "worker_id": step.worker,
     });
-    let backoff_until = backoff_for(step, cause.retryable(), policy, None, sample, now);
+    let backoff_until = backoff_for(
+        step,
+        cause.retryable(),
+        backoff.policy,
+        None,
+        backoff.sample,
+        now,
+    );
     (
         StepChange {
             step_id: step.step_id,

@@ -306,7 +306,7 @@ async fn a_silent_attempt_times_out_at_its_deadline(db: &TestDb) {
     let mut raw = RawWorker::connect(engine.endpoint(), "raw-silent-manual");
     raw.hello_every(&["tasker.test"], 1, Vec::new(), 60_000)
         .await;
-    let task_id = create_task(&engine, "tests", "slow_then_fast", json!({})).await;
+    create_task(&engine, "tests", "slow_then_fast", json!({})).await;
     let first = raw.batch().await;
     assert_eq!(first.steps[0].metadata.attempt, 1);
     let step_id = first.steps[0].step_id;

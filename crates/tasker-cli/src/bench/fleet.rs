@@ -265,7 +265,7 @@ impl Fleet {
 
 /// Counts the lines `<task_id> <step_name> <step_id> <attempt> <worker_id>` of the `tasker.test`
 /// execution log per step id.
-fn read_execution_log(path: &Path) -> anyhow::Result<HashMap<i64, u32>> {
+pub(crate) fn read_execution_log(path: &Path) -> anyhow::Result<HashMap<i64, u32>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the execution log {}", path.display()))?;
     let mut per_step = HashMap::new();

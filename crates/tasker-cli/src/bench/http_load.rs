@@ -317,14 +317,18 @@ async fn concurrently(
 
 /// An HTTP client of the API (one keep-alive connection pool shared by every clone).
 #[derive(Debug, Clone)]
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     create_body: Arc<Value>,
 }
 
 impl Client {
-    fn new(base: &str, template: &TaskTemplate, timeout: Duration) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        base: &str,
+        template: &TaskTemplate,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout.min(Duration::from_millis(WAIT_MS)) + Duration::from_secs(10))
             .pool_max_idle_per_host(256)
@@ -386,8 +390,33 @@ impl Client {
         }
     }
 
+    /// Waits (bounded) until the server answers `GET /health/ready` with 200.
+    pub(crate) async fn wait_healthy(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let ready = self
+                .http
+                .get(format!("{}/health/ready", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the server at {} was not ready within {} s",
+                    self.base,
+                    within.as_secs()
+                );
+            }
+            // Polling a server that is starting: nothing to wait on but its port.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Creates a task and waits for it: the latency in µs and whether it completed.
-    async fn create_and_wait(&self) -> anyhow::Result<(u64, bool)> {
+    pub(crate) async fn create_and_wait(&self) -> anyhow::Result<(u64, bool)> {
         let sent = Instant::now();
         let task_id = self.create().await?;
         let complete = self.wait(task_id).await?;

@@ -11,6 +11,8 @@
 //!   child processes — and how many times each step ran on them.
 //! - [`http_load`]: `--http`, the engine behind the HTTP API with clients creating tasks and
 //!   waiting for them (the latency and throughput a user of `tasker serve` gets).
+//! - [`soak`]: `--soak`, a long steady run against a `tasker serve` child process, its memory
+//!   and speed sampled at every tenth.
 //! - [`store_calls`]: the store with every operation counted and timed, to show where the
 //!   database time of a run goes.
 //! - [`report`]: the figures ([`report::BenchReport`]), latency percentiles, and the text
@@ -19,6 +21,7 @@
 pub(crate) mod fleet;
 pub(crate) mod http_load;
 pub(crate) mod report;
+pub(crate) mod soak;
 pub(crate) mod store_baseline;
 pub(crate) mod store_calls;
 pub(crate) mod transport_baseline;
