@@ -21,9 +21,9 @@ use tasker_store::{
 use tasker_transport::PeerId;
 use uuid::Uuid;
 
+use crate::core::CommitBook;
 use crate::core::{Action, EngineCore};
 use crate::options::EngineOptions;
-use crate::result_intake::CommitBook;
 use crate::stats::StatsCounters;
 
 fn t0() -> DateTime<Utc> {

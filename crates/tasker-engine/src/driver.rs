@@ -16,11 +16,11 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::clock::{Ambient, Clock};
+use crate::core::CommitBook;
 use crate::core::{Action, EngineCore, duration_ms};
 use crate::error::EngineResult;
 use crate::events::EngineEvent;
 use crate::options::EngineOptions;
-use crate::result_intake::CommitBook;
 use crate::stats::StatsCounters;
 use crate::task::TaskOutcome;
 

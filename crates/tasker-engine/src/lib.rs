@@ -61,12 +61,13 @@
 //! - [`events`]: [`EngineEvent`], what the engine committed, for subscribers.
 //! - [`error`]: [`EngineError`], the crate's one error type.
 //! - `core`: the engine core — every piece of state and every decision, no I/O: event handlers
-//!   that accumulate actions (send, record a batch, commit a group, claim or load tasks).
+//!   that accumulate actions (send, commit a group, claim or load tasks). One job per file:
+//!   `intake` (what a result is), `commit` (one group's transaction, the children's dispatch
+//!   included), `apply` (the outcome applied, children sent, results acknowledged), `dispatch`,
+//!   `tasks`, `workers`, and `maintenance` (the periodic services).
 //! - `sessions`: frames from workers — decoding, rejected frames, hello/welcome, heartbeats,
 //!   goodbye, re-hello reconciliation of `in_flight`.
 //! - `dispatcher`: pure batch planning over ready steps and workers' credit.
-//! - `result_intake`: result classification (applied/duplicate/fenced/rejected), group commit,
-//!   acknowledgements after commit, reconciliation of batch completions, backoff.
 //! - `finalizer`: pure decision whether a task is complete, failed (naming the steps) or waits.
 //! - `runtime`: the in-memory model (tasks with their DAGs, batches, worker sessions).
 //! - `driver`: the I/O shell — the one tokio task that owns the core, receives frames, commands,
@@ -98,7 +99,6 @@ pub mod error;
 pub mod events;
 mod finalizer;
 pub mod options;
-mod result_intake;
 mod runtime;
 mod sessions;
 pub mod stats;

@@ -17,7 +17,7 @@ use tasker_transport::{FrameError, FrameErrorKind, PeerId};
 use uuid::Uuid;
 
 use crate::core::{Action, EngineCore, adopt_into_batch, delta, duration_ms};
-use crate::result_intake::{CommitItem, LossCause};
+use crate::core::{CommitItem, LossCause};
 use crate::runtime::{BatchStep, WorkerSession};
 use crate::stats::StatsCounters;
 

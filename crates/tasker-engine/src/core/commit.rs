@@ -1,9 +1,6 @@
-//! Result intake: classifies results (applied / duplicate / fenced / rejected, spec §9.4),
-//! builds one group-committed transaction for everything that arrived meanwhile (ledger entries,
-//! step transitions with output or error and backoff, batch transitions, the task's transition
-//! when it finished), applies the outcome to memory after the commit, and acknowledges each result
-//! to its worker only then. Internal state changes (timeouts, lost workers, requeues, pure
-//! finalizations) travel the same path.
+//! One group commit: everything pending — results and internal changes, the tasks created, the
+//! dispatch of the steps the changes make ready, and the batches planned since the last commit —
+//! built into one `transitions_apply`, with a [`CommitBook`] of what to do once it answers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -12,202 +9,102 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tasker_core::backoff::{next_retry_delay, retry_at};
 use tasker_core::state::{BatchEvent, BatchState, StepState, TaskState};
-use tasker_protocol::{
-    AckEntry, AckOutcome, BatchCompletion, OrchestratorMessage, PROTOCOL_VERSION, PartialResult,
-    ResultAck, ResultKey, StepStatus, StepSummary,
-};
-use tasker_store::{
-    BatchChange, ChangeSet, LedgerEntry, LedgerOutcome, StepChange, StoreError, TaskChange,
-    TransitionsApplied, TransitionsApply,
-};
+use tasker_protocol::{PartialResult, ResultKey, StepStatus, StepSummary};
+use tasker_store::{BatchChange, ChangeSet, LedgerEntry, StepChange, TaskChange, TransitionsApply};
 use tasker_transport::PeerId;
 use uuid::Uuid;
 
-use crate::core::{Action, EngineCore};
 use crate::finalizer::{Finalization, StepFacts, finalize};
 use crate::runtime::{BatchEndCause, BatchRuntime, Busy, StepRuntime};
 use crate::stats::StatsCounters;
 
-/// Most acknowledgements in one `result_ack`.
-const ACKS_PER_MESSAGE: usize = 500;
-
-/// A state change waiting for the next group commit.
-#[derive(Debug, Clone)]
-pub(crate) enum CommitItem {
-    /// A step's final result from a worker.
-    Partial {
-        peer: PeerId,
-        worker_id: String,
-        raw: String,
-        result: PartialResult,
-        received: Instant,
-    },
-    /// A batch's completion from a worker.
-    Completion {
-        peer: PeerId,
-        worker_id: String,
-        raw: String,
-        completion: BatchCompletion,
-    },
-    /// An attempt ended without a result: fail it (retryable unless the cause says otherwise).
-    Lost {
-        batch_id: Uuid,
-        step_id: i64,
-        cause: LossCause,
-    },
-    /// An attempt that never reached its worker: back to `pending`.
-    Requeue {
-        batch_id: Uuid,
-        step_id: i64,
-        cause: &'static str,
-    },
-    /// A task whose steps say it is finished.
-    Finalize { task_id: i64 },
-    /// A batch whose steps all ended but whose completion will never come (its worker is gone).
-    CloseBatch { batch_id: Uuid },
-}
-
-/// Why an attempt ended without a result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LossCause {
-    /// Its deadline (timeout + grace) passed.
-    Timeout,
-    /// Its worker was declared dead (or never came back after a restart).
-    WorkerLost,
-    /// Its worker re-registered without listing it.
-    NotListed,
-    /// Its request alone is larger than the frame limit.
-    RequestTooLarge,
-}
-
-impl LossCause {
-    fn error_class(self) -> &'static str {
-        match self {
-            LossCause::Timeout => "tasker.timeout",
-            LossCause::WorkerLost | LossCause::NotListed => "tasker.worker_lost",
-            LossCause::RequestTooLarge => "tasker.request_too_large",
-        }
-    }
-
-    fn retryable(self) -> bool {
-        !matches!(self, LossCause::RequestTooLarge)
-    }
-
-    fn message(self) -> &'static str {
-        match self {
-            LossCause::Timeout => "no result before the step's timeout (plus grace) passed",
-            LossCause::WorkerLost => "the worker running the step was lost",
-            LossCause::NotListed => "the worker re-registered without listing the step",
-            LossCause::RequestTooLarge => {
-                "the step's request (context and previous results) exceeds max_frame_bytes"
-            }
-        }
-    }
-
-    fn batch_end(self) -> BatchEndCause {
-        match self {
-            LossCause::Timeout => BatchEndCause::TimedOut,
-            LossCause::WorkerLost | LossCause::NotListed => BatchEndCause::WorkerLost,
-            LossCause::RequestTooLarge => BatchEndCause::NotRun,
-        }
-    }
-}
-
-/// What a result is, before the commit says whether its change applied (spec §9.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Class {
-    /// Its attempt is the step's current one: its change is in the commit.
-    Applicable,
-    /// Its attempt is over (superseded, ended, already being applied).
-    Fenced,
-    /// Never sent to this worker, not in the batch, or the wrong attempt.
-    Rejected,
-}
+use super::intake::Class;
+use super::*;
 
 /// A result in a commit, to acknowledge afterwards.
 #[derive(Debug, Clone)]
-struct BookedResult {
-    peer: PeerId,
-    key: ResultKey,
-    ledger_index: usize,
-    class: Class,
+pub(super) struct BookedResult {
+    pub(super) peer: PeerId,
+    pub(super) key: ResultKey,
+    pub(super) ledger_index: usize,
+    pub(super) class: Class,
     /// The change set its application depends on.
-    set: Option<usize>,
+    pub(super) set: Option<usize>,
 }
 
 /// A step's state as it will be if its change set applies.
 #[derive(Debug, Clone)]
-struct Tentative {
-    index: usize,
-    step_id: i64,
-    batch_id: Uuid,
-    state: StepState,
-    results: Option<Value>,
-    error: Option<Value>,
-    backoff_until: Option<DateTime<Utc>>,
-    reported: Option<StepStatus>,
-    ended: Option<BatchEndCause>,
-    lost: bool,
-    received: Option<Instant>,
+pub(super) struct Tentative {
+    pub(super) index: usize,
+    pub(super) step_id: i64,
+    pub(super) batch_id: Uuid,
+    pub(super) state: StepState,
+    pub(super) results: Option<Value>,
+    pub(super) error: Option<Value>,
+    pub(super) backoff_until: Option<DateTime<Utc>>,
+    pub(super) reported: Option<StepStatus>,
+    pub(super) ended: Option<BatchEndCause>,
+    pub(super) lost: bool,
+    pub(super) received: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
-struct TaskSet {
-    set: usize,
-    task_id: i64,
-    tentatives: Vec<Tentative>,
-    finalization: Option<Finalization>,
+pub(super) struct TaskSet {
+    pub(super) set: usize,
+    pub(super) task_id: i64,
+    pub(super) tentatives: Vec<Tentative>,
+    pub(super) finalization: Option<Finalization>,
 }
 
 #[derive(Debug, Clone)]
-struct BatchSet {
-    set: usize,
-    batch_id: Uuid,
-    to: BatchState,
+pub(super) struct BatchSet {
+    pub(super) set: usize,
+    pub(super) batch_id: Uuid,
+    pub(super) to: BatchState,
 }
 
 /// Everything needed to finish a commit once the store answers.
 #[derive(Debug, Default)]
 pub(crate) struct CommitBook {
-    results: Vec<BookedResult>,
-    task_sets: Vec<TaskSet>,
-    batch_sets: Vec<BatchSet>,
-    completions: Vec<BookedCompletion>,
-    internal: Vec<CommitItem>,
+    pub(super) results: Vec<BookedResult>,
+    pub(super) task_sets: Vec<TaskSet>,
+    pub(super) batch_sets: Vec<BatchSet>,
+    pub(super) completions: Vec<BookedCompletion>,
+    pub(super) internal: Vec<CommitItem>,
     /// The batches recorded in the same transaction, in order.
-    batch_ids: Vec<Uuid>,
+    pub(super) batch_ids: Vec<Uuid>,
     /// The tasks created in the same transaction, and the creations (each with its number of
     /// tasks) to answer.
-    created: Vec<tasker_store::NewTask>,
-    creations: Vec<(crate::core::Creation, usize)>,
+    pub(super) created: Vec<tasker_store::NewTask>,
+    pub(super) creations: Vec<(crate::core::Creation, usize)>,
 }
 
 /// A batch completion in a commit, noted on the batch once its change set applied.
 #[derive(Debug, Clone)]
-struct BookedCompletion {
-    batch_id: Uuid,
-    summaries: Vec<StepSummary>,
-    set: Option<usize>,
-    findings: Vec<Value>,
+pub(super) struct BookedCompletion {
+    pub(super) batch_id: Uuid,
+    pub(super) summaries: Vec<StepSummary>,
+    pub(super) set: Option<usize>,
+    pub(super) findings: Vec<Value>,
 }
 
 #[derive(Debug, Default)]
-struct TaskGroup {
-    changes: Vec<StepChange>,
-    tentatives: Vec<Tentative>,
-    ledger_first: Option<usize>,
-    results: Vec<usize>,
+pub(super) struct TaskGroup {
+    pub(super) changes: Vec<StepChange>,
+    pub(super) tentatives: Vec<Tentative>,
+    pub(super) ledger_first: Option<usize>,
+    pub(super) results: Vec<usize>,
 }
 
 #[derive(Debug, Default)]
-struct BatchTouch {
-    receive_result: bool,
-    reported: HashMap<i64, StepStatus>,
-    ended: Vec<(i64, BatchEndCause)>,
-    completion: Option<(Vec<StepSummary>, usize, usize)>,
+pub(super) struct BatchTouch {
+    pub(super) receive_result: bool,
+    pub(super) reported: HashMap<i64, StepStatus>,
+    pub(super) ended: Vec<(i64, BatchEndCause)>,
+    pub(super) completion: Option<(Vec<StepSummary>, usize, usize)>,
     /// Reconciliation findings of that completion (empty: consistent).
-    findings: Vec<Value>,
-    close: bool,
+    pub(super) findings: Vec<Value>,
+    pub(super) close: bool,
 }
 
 impl EngineCore {
@@ -674,353 +571,17 @@ impl EngineCore {
             book: Box::new(book),
         });
     }
-
-    /// Where a partial result stands (spec §9.4; duplicates are found by the ledger).
-    fn classify_partial(&self, result: &PartialResult, worker_id: &str) -> Class {
-        if let Some(batch) = self.batches.get(&result.batch_id) {
-            if batch.worker_id.as_deref().is_some_and(|w| w != worker_id) {
-                return Class::Rejected;
-            }
-            let member = batch.steps.iter().find(|s| s.step_id == result.step_id);
-            match member {
-                None if batch.complete_list => return Class::Rejected,
-                Some(member) if member.attempt != result.attempt => return Class::Rejected,
-                _ => {}
-            }
-        }
-        let Some((task_id, index)) = self.step_index.get(&result.step_id).copied() else {
-            return self.old_or_unknown(&result.batch_id);
-        };
-        let Some(step) = self.tasks.get(&task_id).map(|t| &t.steps[index]) else {
-            return self.old_or_unknown(&result.batch_id);
-        };
-        if step.in_flight != Some(result.batch_id) {
-            return self.old_or_unknown(&result.batch_id);
-        }
-        if step.attempts != result.attempt {
-            return Class::Rejected;
-        }
-        if step.worker.as_deref().is_some_and(|w| w != worker_id) {
-            return Class::Rejected;
-        }
-        if step.busy != Busy::Idle {
-            // Its attempt is being ended by another change (a copy of this result, a timeout).
-            return Class::Fenced;
-        }
-        Class::Applicable
-    }
-
-    /// Where a batch completion stands.
-    fn classify_completion(&self, completion: &BatchCompletion, worker_id: &str) -> Class {
-        match self.batches.get(&completion.batch_id) {
-            Some(batch) => {
-                if batch.worker_id.as_deref().is_some_and(|w| w != worker_id) {
-                    Class::Rejected
-                } else if batch.completion.is_some() {
-                    Class::Fenced
-                } else {
-                    Class::Applicable
-                }
-            }
-            None => self.old_or_unknown(&completion.batch_id),
-        }
-    }
-
-    fn old_or_unknown(&self, batch_id: &Uuid) -> Class {
-        if self.knows_batch(batch_id) {
-            Class::Fenced
-        } else {
-            Class::Rejected
-        }
-    }
-
-    /// The store answered a group commit.
-    pub(crate) fn on_commit_done(
-        &mut self,
-        mut book: CommitBook,
-        result: Result<TransitionsApplied, StoreError>,
-        now: DateTime<Utc>,
-    ) {
-        self.commit_in_flight = false;
-        StatsCounters::add(&self.stats.commits, 1);
-        StatsCounters::add(&self.stats.results_committed, book.results.len() as u64);
-        let applied = match result {
-            Ok(applied) => applied,
-            Err(error) => {
-                tracing::error!(%error, results = book.results.len(), "group commit failed; results stay unacknowledged (workers re-send them)");
-                self.on_tasks_created(
-                    std::mem::take(&mut book.created),
-                    std::mem::take(&mut book.creations),
-                    Err(error.clone()),
-                    now,
-                );
-                self.on_batches_recorded(book.batch_ids.clone(), Err(error), now);
-                for set in &book.task_sets {
-                    if let Some(task) = self.tasks.get_mut(&set.task_id) {
-                        for t in &set.tentatives {
-                            if task.steps[t.index].busy == Busy::Committing {
-                                task.steps[t.index].busy = Busy::Idle;
-                            }
-                        }
-                        task.finishing = false;
-                    }
-                    self.dirty.insert(set.task_id);
-                }
-                self.retry_items.extend(book.internal);
-                self.pause(now);
-                return;
-            }
-        };
-        let applied_sets: HashSet<usize> = applied.applied.iter().copied().collect();
-        let mut resync = Vec::new();
-        for set in book.task_sets {
-            if applied_sets.contains(&set.set) {
-                self.apply_task_set(set, now);
-            } else {
-                let refusals = applied
-                    .refused
-                    .iter()
-                    .find(|r| r.index == set.set)
-                    .map(|r| r.refusals.clone())
-                    .unwrap_or_default();
-                tracing::warn!(
-                    task_id = set.task_id,
-                    ?refusals,
-                    "store refused a change set; resynchronising the task"
-                );
-                if let Some(task) = self.tasks.get_mut(&set.task_id) {
-                    for t in &set.tentatives {
-                        if task.steps[t.index].busy == Busy::Committing {
-                            task.steps[t.index].busy = Busy::Idle;
-                        }
-                    }
-                    task.finishing = false;
-                }
-                resync.push(set.task_id);
-            }
-        }
-        if !resync.is_empty() {
-            self.push(Action::LoadTasks(resync));
-        }
-        for set in book.batch_sets {
-            if applied_sets.contains(&set.set) {
-                if let Some(batch) = self.batches.get_mut(&set.batch_id) {
-                    batch.state = set.to;
-                }
-            } else {
-                tracing::debug!(batch_id = %set.batch_id, "store refused a batch transition");
-            }
-        }
-        for completion in book.completions {
-            if completion.set.is_none_or(|s| applied_sets.contains(&s))
-                && let Some(batch) = self.batches.get_mut(&completion.batch_id)
-            {
-                batch.completion = Some(completion.summaries);
-                batch.findings = completion.findings;
-            }
-        }
-        // The dispatches recorded in the same transaction, after the changes that made their steps
-        // ready were applied to memory above: each batch is sent now (before the acks, which are
-        // not on the path to the next step).
-        self.on_tasks_created(
-            std::mem::take(&mut book.created),
-            std::mem::take(&mut book.creations),
-            Ok(applied.tasks),
-            now,
-        );
-        self.on_batches_recorded(
-            std::mem::take(&mut book.batch_ids),
-            Ok(applied.batches),
-            now,
-        );
-        let mut closed: Vec<Uuid> = self
-            .batches
-            .iter()
-            .filter(|(_, b)| b.state.is_terminal() && b.open.is_empty())
-            .map(|(id, _)| *id)
-            .collect();
-        closed.sort_unstable();
-        for batch_id in closed {
-            self.batches.remove(&batch_id);
-        }
-
-        let mut acks: BTreeMap<Vec<u8>, (PeerId, Vec<AckEntry>)> = BTreeMap::new();
-        for booked in &book.results {
-            let duplicate =
-                applied.ledger.get(booked.ledger_index) == Some(&LedgerOutcome::Duplicate);
-            let outcome = match booked.class {
-                Class::Applicable => match booked.set {
-                    Some(set) if !applied_sets.contains(&set) => continue,
-                    _ => AckOutcome::Applied,
-                },
-                _ if duplicate => AckOutcome::Duplicate,
-                Class::Fenced => AckOutcome::Fenced,
-                Class::Rejected => AckOutcome::Rejected,
-            };
-            let counter = match outcome {
-                AckOutcome::Applied => &self.stats.results_applied,
-                AckOutcome::Duplicate => &self.stats.results_duplicate,
-                AckOutcome::Fenced => &self.stats.results_fenced,
-                AckOutcome::Rejected => &self.stats.results_rejected,
-            };
-            StatsCounters::add(counter, 1);
-            if outcome == AckOutcome::Rejected {
-                tracing::warn!(batch_id = %booked.key.batch_id, step_id = ?booked.key.step_id, "result rejected: batch never sent to this worker, step not in the batch, or wrong attempt");
-            }
-            acks.entry(booked.peer.as_bytes().to_vec())
-                .or_insert_with(|| (booked.peer.clone(), Vec::new()))
-                .1
-                .push(AckEntry::new(booked.key, outcome));
-        }
-        for (_, (peer, entries)) in acks {
-            for chunk in entries.chunks(ACKS_PER_MESSAGE) {
-                self.push(Action::Send {
-                    peer: peer.clone(),
-                    message: OrchestratorMessage::ResultAck(ResultAck {
-                        protocol_version: PROTOCOL_VERSION,
-                        acks: chunk.to_vec(),
-                    }),
-                });
-            }
-        }
-    }
-
-    /// Applies a committed change set to memory.
-    fn apply_task_set(&mut self, set: TaskSet, now: DateTime<Utc>) {
-        let task_id = set.task_id;
-        let mut ended: Vec<(Uuid, i64, Option<StepStatus>, Option<BatchEndCause>)> = Vec::new();
-        let mut events = Vec::new();
-        let mut lost = 0;
-        {
-            let Some(task) = self.tasks.get_mut(&task_id) else {
-                return;
-            };
-            for t in set.tentatives {
-                let children = task.children[t.index].clone();
-                let step = &mut task.steps[t.index];
-                if step.state == StepState::InProgress && t.state == StepState::Pending {
-                    // A requeue: the attempt never reached a worker and does not count.
-                    step.attempts = step.attempts.saturating_sub(1);
-                }
-                step.state = t.state;
-                if t.results.is_some() {
-                    step.results = t.results;
-                }
-                if t.error.is_some() {
-                    step.last_error = t.error;
-                }
-                step.backoff_until = t.backoff_until;
-                step.in_flight = None;
-                step.deadline = None;
-                step.worker = None;
-                step.busy = Busy::Idle;
-                if t.state == StepState::Complete {
-                    for child in children {
-                        task.steps[child].ready_since = t.received;
-                    }
-                }
-                if let Some(until) = t.backoff_until {
-                    self.wakeups.push(std::cmp::Reverse((until, task_id)));
-                }
-                let step = &task.steps[t.index];
-                events.push(crate::events::EngineEvent::StepChanged {
-                    task_id,
-                    step_id: t.step_id,
-                    step_name: step.name.clone(),
-                    state: t.state,
-                    attempts: step.attempts,
-                    backoff_until: t.backoff_until,
-                });
-                if t.lost {
-                    lost += 1;
-                }
-                ended.push((t.batch_id, t.step_id, t.reported, t.ended));
-            }
-            task.finishing = false;
-        }
-        for event in events {
-            self.push(Action::Publish(event));
-        }
-        StatsCounters::add(&self.stats.steps_lost, lost);
-        for (batch_id, step_id, reported, cause) in ended {
-            if let Some(batch) = self.batches.get_mut(&batch_id) {
-                batch.open.remove(&step_id);
-                if let Some(status) = reported {
-                    batch.reported.insert(step_id, status);
-                }
-                if let Some(cause) = cause {
-                    batch.ended_without_result.get_or_insert(cause);
-                }
-            }
-        }
-        self.dirty.insert(task_id);
-        if let Some(finalization) = set.finalization {
-            let mut letters = Vec::new();
-            if let Some(task) = self.tasks.get_mut(&task_id) {
-                task.state = finalization.to;
-                if finalization.to == TaskState::Error {
-                    // Every step that failed for good goes to the dead letter queue, with what
-                    // an operator needs to decide: retry it, resolve it by hand, or cancel.
-                    for failed in &finalization.failed_steps {
-                        let reason = format!(
-                            "step `{}` of task {task_id} ({}/{}) failed permanently ({}) after {} attempt(s){}",
-                            failed.name,
-                            task.namespace,
-                            task.name,
-                            failed.reason,
-                            failed.attempts,
-                            failed
-                                .last_error
-                                .as_ref()
-                                .and_then(|e| e.get("message"))
-                                .and_then(Value::as_str)
-                                .map(|m| format!(": {m}"))
-                                .unwrap_or_default()
-                        );
-                        let insert = tasker_store::DeadLetterInsert {
-                            task_id,
-                            step_id: Some(failed.step_id),
-                            reason,
-                            snapshot: json!({
-                                "namespace": task.namespace,
-                                "name": task.name,
-                                "step": failed.name,
-                                "failure": failed.reason,
-                                "attempts": failed.attempts,
-                                "last_error": failed.last_error,
-                                "task_reason": finalization.reason,
-                            }),
-                            now,
-                        };
-                        letters.push(Action::DeadLetter(insert));
-                    }
-                }
-            }
-            for letter in letters {
-                self.push(letter);
-            }
-            if matches!(
-                finalization.to,
-                TaskState::Complete
-                    | TaskState::Error
-                    | TaskState::Cancelled
-                    | TaskState::ResolvedManually
-            ) {
-                self.finish_task(task_id, finalization.outcome(task_id));
-            }
-        }
-    }
 }
 
 /// A step's backoff policy and the jitter drawn for this failure.
 #[derive(Debug, Clone, Copy)]
-struct Backoff {
-    policy: tasker_core::backoff::BackoffPolicy,
-    sample: f64,
+pub(super) struct Backoff {
+    pub(super) policy: tasker_core::backoff::BackoffPolicy,
+    pub(super) sample: f64,
 }
 
 /// The change and tentative state for a worker's result on its current attempt.
-fn result_change(
+pub(super) fn result_change(
     step: &StepRuntime,
     index: usize,
     result: &PartialResult,
@@ -1132,7 +693,7 @@ fn result_change(
 }
 
 /// The change and tentative state for an attempt that ended without a result.
-fn loss_change(
+pub(super) fn loss_change(
     step: &StepRuntime,
     index: usize,
     batch_id: Uuid,
