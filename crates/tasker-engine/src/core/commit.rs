@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tasker_core::backoff::{next_retry_delay, retry_at};
 use tasker_core::state::{BatchEvent, BatchState, StepState, TaskState};
-use tasker_protocol::{PartialResult, ResultKey, StepStatus, StepSummary};
+use tasker_protocol::{BatchCompletion, PartialResult, ResultKey, StepStatus, StepSummary};
 use tasker_store::{BatchChange, ChangeSet, LedgerEntry, StepChange, TaskChange, TransitionsApply};
 use tasker_transport::PeerId;
 use uuid::Uuid;
@@ -107,6 +107,20 @@ pub(super) struct BatchTouch {
     pub(super) close: bool,
 }
 
+/// A task's steps made ready by the group's tentative outcomes, with the outputs (by step index)
+/// their requests carry in `previous_results`.
+type ChildrenReady = (i64, Vec<usize>, Vec<(usize, Value)>);
+
+/// The parts of a group commit being built, item by item.
+#[derive(Debug, Default)]
+pub(super) struct GroupDraft {
+    ledger: Vec<LedgerEntry>,
+    book: CommitBook,
+    groups: BTreeMap<i64, TaskGroup>,
+    touched: BTreeMap<Uuid, BatchTouch>,
+    finalize_only: BTreeSet<i64>,
+}
+
 impl EngineCore {
     /// Starts a group commit of everything pending — results and internal changes, the dispatch
     /// of the steps they make ready, and the batches planned since the last commit — unless one
@@ -133,11 +147,7 @@ impl EngineCore {
             return;
         }
         let items: Vec<CommitItem> = self.pending_items.drain(..take).collect();
-        let mut ledger: Vec<LedgerEntry> = Vec::new();
-        let mut book = CommitBook::default();
-        let mut groups: BTreeMap<i64, TaskGroup> = BTreeMap::new();
-        let mut touched: BTreeMap<Uuid, BatchTouch> = BTreeMap::new();
-        let mut finalize_only: BTreeSet<i64> = BTreeSet::new();
+        let mut draft = GroupDraft::default();
 
         for item in items {
             match item {
@@ -147,226 +157,88 @@ impl EngineCore {
                     raw,
                     result,
                     received,
-                } => {
-                    let ledger_index = ledger.len();
-                    ledger.push(LedgerEntry {
-                        batch_uuid: Some(result.batch_id.to_string()),
-                        step_id: Some(result.step_id),
-                        message_kind: tasker_store::LEDGER_PARTIAL_RESULT.to_owned(),
-                        worker_id: Some(worker_id.clone()),
-                        sequence: i64::try_from(result.sequence).ok(),
-                        status: Some(result.status.as_str().to_owned()),
-                        execution_time_ms: i64::try_from(result.execution_time_ms).ok(),
-                        raw_message: raw,
-                        processing_errors: None,
-                    });
-                    let result_index = book.results.len();
-                    let class = self.classify_partial(&result, &worker_id);
-                    book.results.push(BookedResult {
-                        peer,
-                        key: result.key(),
-                        ledger_index,
-                        class,
-                        set: None,
-                    });
-                    if class != Class::Applicable {
-                        continue;
-                    }
-                    let Some((task_id, index)) = self.step_index.get(&result.step_id).copied()
-                    else {
-                        continue;
-                    };
-                    let Some(task) = self.tasks.get_mut(&task_id) else {
-                        continue;
-                    };
-                    let step = &mut task.steps[index];
-                    step.busy = Busy::Committing;
-                    let policy = step.backoff.unwrap_or(self.options.default_backoff);
-                    let backoff = Backoff {
-                        policy,
-                        sample: rand::Rng::random::<f64>(&mut self.jitter),
-                    };
-                    let (change, tentative) =
-                        result_change(step, index, &result, &worker_id, received, backoff, now);
-                    let group = groups.entry(task_id).or_default();
-                    group.changes.push(change);
-                    group.tentatives.push(tentative);
-                    group.ledger_first.get_or_insert(ledger_index);
-                    group.results.push(result_index);
-                    let touch = touched.entry(result.batch_id).or_default();
-                    touch.receive_result = true;
-                    touch.reported.insert(result.step_id, result.status);
-                }
+                } => self.book_partial(&mut draft, peer, worker_id, raw, result, received, now),
                 CommitItem::Completion {
                     peer,
                     worker_id,
                     raw,
                     completion,
-                } => {
-                    let ledger_index = ledger.len();
-                    ledger.push(LedgerEntry {
-                        batch_uuid: Some(completion.batch_id.to_string()),
-                        step_id: None,
-                        message_kind: tasker_store::LEDGER_BATCH_COMPLETION.to_owned(),
-                        worker_id: Some(worker_id.clone()),
-                        sequence: None,
-                        status: Some(
-                            if completion.failed_steps == 0 {
-                                "completed"
-                            } else {
-                                "completed_with_failures"
-                            }
-                            .to_owned(),
-                        ),
-                        execution_time_ms: None,
-                        raw_message: raw,
-                        processing_errors: None,
-                    });
-                    let result_index = book.results.len();
-                    let already = touched
-                        .get(&completion.batch_id)
-                        .is_some_and(|t| t.completion.is_some());
-                    let class = if already {
-                        Class::Fenced
-                    } else {
-                        self.classify_completion(&completion, &worker_id)
-                    };
-                    book.results.push(BookedResult {
-                        peer,
-                        key: completion.key(),
-                        ledger_index,
-                        class,
-                        set: None,
-                    });
-                    if class != Class::Applicable {
-                        continue;
-                    }
-                    let touch = touched.entry(completion.batch_id).or_default();
-                    touch.findings.clear();
-                    if let Some(batch) = self.batches.get(&completion.batch_id) {
-                        let findings =
-                            reconcile(batch, &touch.reported, &completion.step_summaries);
-                        if !findings.is_empty() {
-                            StatsCounters::add(&self.stats.reconciliation_discrepancies, 1);
-                            tracing::warn!(
-                                batch_id = %completion.batch_id,
-                                worker_id,
-                                ?findings,
-                                "batch completion disagrees with the partial results; the partial results stand"
-                            );
-                            ledger[ledger_index].processing_errors =
-                                Some(json!({ "reconciliation": findings }));
-                        }
-                        touch.findings = findings;
-                    }
-                    touch.completion =
-                        Some((completion.step_summaries, result_index, ledger_index));
-                }
+                } => self.book_completion(&mut draft, peer, worker_id, raw, completion, now),
                 CommitItem::Lost {
                     batch_id,
                     step_id,
                     cause,
-                } => {
-                    let Some((task_id, index)) = self.step_index.get(&step_id).copied() else {
-                        continue;
-                    };
-                    let Some(task) = self.tasks.get_mut(&task_id) else {
-                        continue;
-                    };
-                    let step = &mut task.steps[index];
-                    if step.in_flight != Some(batch_id) || step.busy != Busy::Idle {
-                        continue;
-                    }
-                    step.busy = Busy::Committing;
-                    let policy = step.backoff.unwrap_or(self.options.default_backoff);
-                    let backoff = Backoff {
-                        policy,
-                        sample: rand::Rng::random::<f64>(&mut self.jitter),
-                    };
-                    let (change, tentative) =
-                        loss_change(step, index, batch_id, cause, backoff, now);
-                    let group = groups.entry(task_id).or_default();
-                    group.changes.push(change);
-                    group.tentatives.push(tentative);
-                    touched
-                        .entry(batch_id)
-                        .or_default()
-                        .ended
-                        .push((step_id, cause.batch_end()));
-                    book.internal.push(CommitItem::Lost {
-                        batch_id,
-                        step_id,
-                        cause,
-                    });
-                }
+                } => self.book_loss(&mut draft, batch_id, step_id, cause, now),
                 CommitItem::Requeue {
                     batch_id,
                     step_id,
                     cause,
-                } => {
-                    let Some((task_id, index)) = self.step_index.get(&step_id).copied() else {
-                        continue;
-                    };
-                    let Some(task) = self.tasks.get_mut(&task_id) else {
-                        continue;
-                    };
-                    let step = &mut task.steps[index];
-                    if step.in_flight != Some(batch_id) || step.busy != Busy::Idle {
-                        continue;
-                    }
-                    step.busy = Busy::Committing;
-                    let change = StepChange {
-                        step_id,
-                        expect_state: StepState::InProgress,
-                        expect_batch: Some(batch_id),
-                        to_state: StepState::Pending,
-                        event: "requeue".to_owned(),
-                        metadata: Some(json!({ "batch_id": batch_id, "reason": cause })),
-                        results: None,
-                        error: None,
-                        backoff_until: None,
-                    };
-                    let group = groups.entry(task_id).or_default();
-                    group.changes.push(change);
-                    group.tentatives.push(Tentative {
-                        index,
-                        step_id,
-                        batch_id,
-                        state: StepState::Pending,
-                        results: None,
-                        error: None,
-                        backoff_until: None,
-                        reported: None,
-                        ended: Some(BatchEndCause::NotRun),
-                        lost: false,
-                        received: step.ready_since,
-                    });
-                    touched
-                        .entry(batch_id)
-                        .or_default()
-                        .ended
-                        .push((step_id, BatchEndCause::NotRun));
-                    book.internal.push(CommitItem::Requeue {
-                        batch_id,
-                        step_id,
-                        cause,
-                    });
-                }
+                } => self.book_requeue(&mut draft, batch_id, step_id, cause, now),
                 CommitItem::Finalize { task_id } => {
-                    finalize_only.insert(task_id);
+                    draft.finalize_only.insert(task_id);
                 }
                 CommitItem::CloseBatch { batch_id } => {
-                    touched.entry(batch_id).or_default().close = true;
-                    book.internal.push(CommitItem::CloseBatch { batch_id });
+                    draft.touched.entry(batch_id).or_default().close = true;
+                    draft
+                        .book
+                        .internal
+                        .push(CommitItem::CloseBatch { batch_id });
                 }
             }
         }
 
+        let GroupDraft {
+            ledger,
+            mut book,
+            mut groups,
+            touched,
+            finalize_only,
+        } = draft;
         let mut changes: Vec<ChangeSet> = Vec::new();
         let mut children_to_plan = Vec::new();
         for task_id in &finalize_only {
             groups.entry(*task_id).or_default();
         }
+        self.plan_task_sets(groups, &mut changes, &mut book, &mut children_to_plan, now);
+        self.plan_batch_sets(touched, &mut changes, &mut book);
+        for (task_id, ready, outputs) in children_to_plan {
+            self.plan_children(task_id, &ready, outputs, now);
+        }
+        let batches = self.take_unrecorded();
+        let (tasks, creations) = self.take_creations(now);
+        if ledger.is_empty() && changes.is_empty() && batches.is_empty() && tasks.is_empty() {
+            return;
+        }
+        book.batch_ids = batches.iter().map(|b| b.batch_uuid).collect();
+        book.creations = creations;
+        book.created.clone_from(&tasks);
+        self.commit_in_flight = true;
+        let params = TransitionsApply {
+            now,
+            claimant: Some(self.options.orchestrator_id.clone()),
+            ledger,
+            changes,
+            all_or_nothing: false,
+            batches,
+            tasks,
+        };
+        self.push(Action::Commit {
+            params,
+            book: Box::new(book),
+        });
+    }
+
+    /// One change set per task touched by the group: its steps' changes, and its own transition
+    /// when they finish it (decided on the tentative states); the children they make ready are
+    /// noted for dispatch in the same commit.
+    fn plan_task_sets(
+        &mut self,
+        groups: BTreeMap<i64, TaskGroup>,
+        changes: &mut Vec<ChangeSet>,
+        book: &mut CommitBook,
+        children_to_plan: &mut Vec<ChildrenReady>,
+        now: DateTime<Utc>,
+    ) {
         for (task_id, group) in groups {
             let Some(task) = self.tasks.get_mut(&task_id) else {
                 continue;
@@ -448,7 +320,16 @@ impl EngineCore {
                 finalization,
             });
         }
+    }
 
+    /// One change set per batch touched by the group: received a result, completed (reconciled
+    /// with its completion), failed or timed out once all its steps ended.
+    fn plan_batch_sets(
+        &mut self,
+        touched: BTreeMap<Uuid, BatchTouch>,
+        changes: &mut Vec<ChangeSet>,
+        book: &mut CommitBook,
+    ) {
         for (batch_id, touch) in touched {
             let Some(batch) = self.batches.get(&batch_id) else {
                 continue;
@@ -544,31 +425,236 @@ impl EngineCore {
                 });
             }
         }
+    }
 
-        for (task_id, ready, outputs) in children_to_plan {
-            self.plan_children(task_id, &ready, outputs, now);
-        }
-        let batches = self.take_unrecorded();
-        let (tasks, creations) = self.take_creations(now);
-        if ledger.is_empty() && changes.is_empty() && batches.is_empty() && tasks.is_empty() {
+    /// A step's result: its ledger entry, and when it is the current attempt's, its change.
+    #[allow(clippy::too_many_arguments)]
+    fn book_partial(
+        &mut self,
+        draft: &mut GroupDraft,
+        peer: PeerId,
+        worker_id: String,
+        raw: String,
+        result: PartialResult,
+        received: Instant,
+        now: DateTime<Utc>,
+    ) {
+        let ledger_index = draft.ledger.len();
+        draft.ledger.push(LedgerEntry {
+            batch_uuid: Some(result.batch_id.to_string()),
+            step_id: Some(result.step_id),
+            message_kind: tasker_store::LEDGER_PARTIAL_RESULT.to_owned(),
+            worker_id: Some(worker_id.clone()),
+            sequence: i64::try_from(result.sequence).ok(),
+            status: Some(result.status.as_str().to_owned()),
+            execution_time_ms: i64::try_from(result.execution_time_ms).ok(),
+            raw_message: raw,
+            processing_errors: None,
+        });
+        let result_index = draft.book.results.len();
+        let class = self.classify_partial(&result, &worker_id);
+        draft.book.results.push(BookedResult {
+            peer,
+            key: result.key(),
+            ledger_index,
+            class,
+            set: None,
+        });
+        if class != Class::Applicable {
             return;
         }
-        book.batch_ids = batches.iter().map(|b| b.batch_uuid).collect();
-        book.creations = creations;
-        book.created.clone_from(&tasks);
-        self.commit_in_flight = true;
-        let params = TransitionsApply {
-            now,
-            claimant: Some(self.options.orchestrator_id.clone()),
-            ledger,
-            changes,
-            all_or_nothing: false,
-            batches,
-            tasks,
+        let Some((task_id, index)) = self.step_index.get(&result.step_id).copied() else {
+            return;
         };
-        self.push(Action::Commit {
-            params,
-            book: Box::new(book),
+        let Some(task) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        let step = &mut task.steps[index];
+        step.busy = Busy::Committing;
+        let policy = step.backoff.unwrap_or(self.options.default_backoff);
+        let backoff = Backoff {
+            policy,
+            sample: rand::Rng::random::<f64>(&mut self.jitter),
+        };
+        let (change, tentative) =
+            result_change(step, index, &result, &worker_id, received, backoff, now);
+        let group = draft.groups.entry(task_id).or_default();
+        group.changes.push(change);
+        group.tentatives.push(tentative);
+        group.ledger_first.get_or_insert(ledger_index);
+        group.results.push(result_index);
+        let touch = draft.touched.entry(result.batch_id).or_default();
+        touch.receive_result = true;
+        touch.reported.insert(result.step_id, result.status);
+    }
+    /// A batch completion: its ledger entry, reconciled with the partial results.
+    #[allow(clippy::too_many_arguments)]
+    fn book_completion(
+        &mut self,
+        draft: &mut GroupDraft,
+        peer: PeerId,
+        worker_id: String,
+        raw: String,
+        completion: BatchCompletion,
+        _now: DateTime<Utc>,
+    ) {
+        let ledger_index = draft.ledger.len();
+        draft.ledger.push(LedgerEntry {
+            batch_uuid: Some(completion.batch_id.to_string()),
+            step_id: None,
+            message_kind: tasker_store::LEDGER_BATCH_COMPLETION.to_owned(),
+            worker_id: Some(worker_id.clone()),
+            sequence: None,
+            status: Some(
+                if completion.failed_steps == 0 {
+                    "completed"
+                } else {
+                    "completed_with_failures"
+                }
+                .to_owned(),
+            ),
+            execution_time_ms: None,
+            raw_message: raw,
+            processing_errors: None,
+        });
+        let result_index = draft.book.results.len();
+        let already = draft
+            .touched
+            .get(&completion.batch_id)
+            .is_some_and(|t| t.completion.is_some());
+        let class = if already {
+            Class::Fenced
+        } else {
+            self.classify_completion(&completion, &worker_id)
+        };
+        draft.book.results.push(BookedResult {
+            peer,
+            key: completion.key(),
+            ledger_index,
+            class,
+            set: None,
+        });
+        if class != Class::Applicable {
+            return;
+        }
+        let touch = draft.touched.entry(completion.batch_id).or_default();
+        touch.findings.clear();
+        if let Some(batch) = self.batches.get(&completion.batch_id) {
+            let findings = reconcile(batch, &touch.reported, &completion.step_summaries);
+            if !findings.is_empty() {
+                StatsCounters::add(&self.stats.reconciliation_discrepancies, 1);
+                tracing::warn!(
+                    batch_id = %completion.batch_id,
+                    worker_id,
+                    ?findings,
+                    "batch completion disagrees with the partial results; the partial results stand"
+                );
+                draft.ledger[ledger_index].processing_errors =
+                    Some(json!({ "reconciliation": findings }));
+            }
+            touch.findings = findings;
+        }
+        touch.completion = Some((completion.step_summaries, result_index, ledger_index));
+    }
+    /// An attempt that ended without a result: failed (retryable unless the cause says not).
+    #[allow(clippy::too_many_arguments)]
+    fn book_loss(
+        &mut self,
+        draft: &mut GroupDraft,
+        batch_id: Uuid,
+        step_id: i64,
+        cause: LossCause,
+        now: DateTime<Utc>,
+    ) {
+        let Some((task_id, index)) = self.step_index.get(&step_id).copied() else {
+            return;
+        };
+        let Some(task) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        let step = &mut task.steps[index];
+        if step.in_flight != Some(batch_id) || step.busy != Busy::Idle {
+            return;
+        }
+        step.busy = Busy::Committing;
+        let policy = step.backoff.unwrap_or(self.options.default_backoff);
+        let backoff = Backoff {
+            policy,
+            sample: rand::Rng::random::<f64>(&mut self.jitter),
+        };
+        let (change, tentative) = loss_change(step, index, batch_id, cause, backoff, now);
+        let group = draft.groups.entry(task_id).or_default();
+        group.changes.push(change);
+        group.tentatives.push(tentative);
+        draft
+            .touched
+            .entry(batch_id)
+            .or_default()
+            .ended
+            .push((step_id, cause.batch_end()));
+        draft.book.internal.push(CommitItem::Lost {
+            batch_id,
+            step_id,
+            cause,
+        });
+    }
+    /// An attempt that never reached its worker: back to `pending`, not counted.
+    #[allow(clippy::too_many_arguments)]
+    fn book_requeue(
+        &mut self,
+        draft: &mut GroupDraft,
+        batch_id: Uuid,
+        step_id: i64,
+        cause: &'static str,
+        _now: DateTime<Utc>,
+    ) {
+        let Some((task_id, index)) = self.step_index.get(&step_id).copied() else {
+            return;
+        };
+        let Some(task) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        let step = &mut task.steps[index];
+        if step.in_flight != Some(batch_id) || step.busy != Busy::Idle {
+            return;
+        }
+        step.busy = Busy::Committing;
+        let change = StepChange {
+            step_id,
+            expect_state: StepState::InProgress,
+            expect_batch: Some(batch_id),
+            to_state: StepState::Pending,
+            event: "requeue".to_owned(),
+            metadata: Some(json!({ "batch_id": batch_id, "reason": cause })),
+            results: None,
+            error: None,
+            backoff_until: None,
+        };
+        let group = draft.groups.entry(task_id).or_default();
+        group.changes.push(change);
+        group.tentatives.push(Tentative {
+            index,
+            step_id,
+            batch_id,
+            state: StepState::Pending,
+            results: None,
+            error: None,
+            backoff_until: None,
+            reported: None,
+            ended: Some(BatchEndCause::NotRun),
+            lost: false,
+            received: step.ready_since,
+        });
+        draft
+            .touched
+            .entry(batch_id)
+            .or_default()
+            .ended
+            .push((step_id, BatchEndCause::NotRun));
+        draft.book.internal.push(CommitItem::Requeue {
+            batch_id,
+            step_id,
+            cause,
         });
     }
 }
