@@ -109,9 +109,8 @@ pub(crate) async fn show(
         .task_status(task_id)
         .await
         .map_err(|error| ApiError::from_engine(error, &templates))?;
-    // The status carries no edges; they never change once the task exists.
-    let dag = engine.store().task_load_dag(task_id).await?;
-    Ok(Json(TaskView::new(status, &dag.edges)))
+    let edges = status.edges.clone();
+    Ok(Json(TaskView::new(status, &edges)))
 }
 
 /// Reads the query of `GET /v1/tasks/{id}`: only `wait_ms`, a whole number of milliseconds up to

@@ -46,6 +46,11 @@ pub(crate) enum Command {
         task_id: i64,
         reply: oneshot::Sender<EngineResult<TaskOutcome>>,
     },
+    /// The task as stored now, from memory when the engine holds it (`None`: not held).
+    Snapshot {
+        task_id: i64,
+        reply: oneshot::Sender<Option<TaskDag>>,
+    },
     /// Stop; reply when stopped.
     Shutdown { done: oneshot::Sender<()> },
 }
@@ -146,6 +151,9 @@ async fn run(
             command = commands.recv(), if stopping.is_none() => match command {
                 Some(Command::CreateTasks { tasks, reply }) => core.on_create(tasks, reply),
                 Some(Command::AwaitTask { task_id, reply }) => core.on_await(task_id, reply),
+                Some(Command::Snapshot { task_id, reply }) => {
+                    let _ = reply.send(core.snapshot(task_id));
+                }
                 Some(Command::Shutdown { done }) => {
                     core.begin_shutdown();
                     stopping = Some((Some(done), tokio::time::Instant::now() + SHUTDOWN_WAIT));

@@ -334,31 +334,48 @@ impl EngineHandle {
         }
     }
 
-    /// The task as stored now: the task row, its steps and the engine's reading of them
-    /// ([`tasker_core::status::ExecutionStatus`]).
+    /// The task as stored now: the task row, its steps and edges, and the engine's reading of
+    /// them ([`tasker_core::status::ExecutionStatus`]). A task the engine holds (running) is
+    /// answered from its memory, which mirrors every committed change; any other (finished, or
+    /// held elsewhere) is read from the store.
     ///
     /// # Errors
     ///
     /// [`EngineError::TaskNotFound`] or [`EngineError::Store`].
     pub async fn task_status(&self, task_id: i64) -> EngineResult<TaskStatus> {
-        let dag = self
+        let (reply, answer) = oneshot::channel();
+        let held = match self
             .shared
-            .store
-            .task_load_dag(task_id)
-            .await
-            .map_err(|error| match error {
-                tasker_store::StoreError::NotFound { what: "task", .. } => {
-                    EngineError::TaskNotFound { task_id }
-                }
-                other => EngineError::Store(other),
-            })?;
+            .commands
+            .send(driver::Command::Snapshot { task_id, reply })
+        {
+            Ok(()) => answer.await.ok().flatten(),
+            Err(_) => None,
+        };
+        let (dag, from_memory) =
+            match held {
+                Some(dag) => (dag, true),
+                None => (
+                    self.shared.store.task_load_dag(task_id).await.map_err(
+                        |error| match error {
+                            tasker_store::StoreError::NotFound { what: "task", .. } => {
+                                EngineError::TaskNotFound { task_id }
+                            }
+                            other => EngineError::Store(other),
+                        },
+                    )?,
+                    false,
+                ),
+            };
         let now = self.shared.clock.now();
         let views = step_views_of_records(&dag.steps, &dag.edges);
         Ok(TaskStatus {
             execution: task_execution_status(&views, now),
             task: dag.task,
             steps: dag.steps,
+            edges: dag.edges,
             read_at: now,
+            from_memory,
         })
     }
 

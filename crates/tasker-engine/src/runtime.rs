@@ -56,6 +56,13 @@ pub(crate) struct StepRuntime {
     pub busy: Busy,
     /// When the result that made this step ready was received (for handoff latency).
     pub ready_since: Option<Instant>,
+    /// The stored row's times, kept as the store writes them so a read of an active task is
+    /// answered from memory: creation, last change, last dispatch, and the deadline stored for
+    /// the attempt in flight (without the engine's grace).
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_attempted_at: Option<DateTime<Utc>>,
+    pub stored_deadline: Option<DateTime<Utc>>,
 }
 
 impl StepRuntime {
@@ -95,6 +102,9 @@ pub(crate) struct TaskRuntime {
     pub children: Vec<Vec<usize>>,
     /// A task transition is in the commit in flight.
     pub finishing: bool,
+    /// The stored task row as loaded or created (its `context` left out: it is `context` above;
+    /// its `state` is `state` above), with `updated_at` kept as the store writes it.
+    pub record: tasker_store::TaskRecord,
 }
 
 impl TaskRuntime {
@@ -144,27 +154,88 @@ impl TaskRuntime {
                 worker: None,
                 busy: Busy::Idle,
                 ready_since: None,
+                created_at: record.created_at,
+                updated_at: record.updated_at,
+                last_attempted_at: record.last_attempted_at,
+                stored_deadline: record.in_flight_deadline_at,
             })
             .collect();
+        let mut record = dag.task;
+        let context = match std::mem::take(&mut record.context) {
+            Value::Object(map) => map,
+            _ => JsonObject::new(),
+        };
         TaskRuntime {
-            task_id: dag.task.task_id,
-            namespace: dag.task.namespace,
-            name: dag.task.name,
-            state: dag.task.state,
-            context: match dag.task.context {
-                Value::Object(map) => map,
-                _ => JsonObject::new(),
-            },
+            task_id: record.task_id,
+            namespace: record.namespace.clone(),
+            name: record.name.clone(),
+            state: record.state,
+            context,
             steps,
             ancestors,
             children,
             finishing: false,
+            record,
         }
     }
 
     /// The readiness views of every step.
     pub fn views(&self) -> Vec<StepView> {
         self.steps.iter().map(StepRuntime::view).collect()
+    }
+
+    /// The task as the store holds it now, from memory: its row, its steps' rows (template order)
+    /// and its edges — what `task_load_dag` would read, without reading it.
+    pub fn snapshot(&self) -> TaskDag {
+        let mut task = self.record.clone();
+        task.state = self.state;
+        task.context = Value::Object(self.context.clone());
+        let steps = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(position, step)| tasker_store::StepRecord {
+                step_id: step.step_id,
+                task_id: self.task_id,
+                name: step.name.clone(),
+                position: i32::try_from(position).unwrap_or(i32::MAX),
+                handler_class: step.handler_class.clone(),
+                handler_config: Value::Object(step.handler_config.clone()),
+                retryable: step.retryable,
+                retry_limit: i32::try_from(step.retry_limit).unwrap_or(i32::MAX),
+                timeout_ms: step.timeout_ms.and_then(|t| i64::try_from(t).ok()),
+                backoff: step.backoff,
+                state: step.state,
+                attempts: i32::try_from(step.attempts).unwrap_or(i32::MAX),
+                last_attempted_at: step.last_attempted_at,
+                backoff_until: step.backoff_until,
+                results: step.results.clone().filter(|_| {
+                    // A result noted early for a child's request (the commit that completes the
+                    // step is in flight) is not stored yet.
+                    matches!(
+                        step.state,
+                        StepState::Complete | StepState::ResolvedManually
+                    )
+                }),
+                last_error: step.last_error.clone(),
+                in_flight_batch: step.in_flight,
+                in_flight_deadline_at: step.stored_deadline,
+                created_at: step.created_at,
+                updated_at: step.updated_at,
+            })
+            .collect();
+        let mut edges: Vec<(i64, i64)> = self
+            .steps
+            .iter()
+            .flat_map(|child| {
+                child
+                    .parents
+                    .iter()
+                    .map(move |&parent| (self.steps[parent].step_id, child.step_id))
+            })
+            .collect();
+        edges.sort_unstable();
+        TaskDag { task, steps, edges }
     }
 
     /// The `previous_results` of step `index`: its ancestors' results by name.

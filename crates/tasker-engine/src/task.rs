@@ -172,8 +172,13 @@ pub struct TaskStatus {
     /// What the engine makes of them now (ready, processing, waiting for a backoff, complete,
     /// blocked), with step indices into `steps`.
     pub execution: ExecutionStatus,
+    /// Dependencies as `(parent step id, child step id)`, sorted.
+    pub edges: Vec<(i64, i64)>,
     /// When the status was read.
     pub read_at: DateTime<Utc>,
+    /// Whether it was answered from the engine's memory (a task it holds) rather than read from
+    /// the store.
+    pub from_memory: bool,
 }
 
 /// The stored form of a task the engine just created (`created.created` is true), built from
@@ -183,6 +188,7 @@ pub(crate) fn created_dag(
     task: &NewTask,
     created: &tasker_store::TaskCreated,
 ) -> tasker_store::TaskDag {
+    let now = crate::core::stored_time(task.now);
     let steps = task
         .steps
         .iter()
@@ -207,8 +213,8 @@ pub(crate) fn created_dag(
             last_error: None,
             in_flight_batch: None,
             in_flight_deadline_at: None,
-            created_at: task.now,
-            updated_at: task.now,
+            created_at: now,
+            updated_at: now,
         })
         .collect();
     let mut edges: Vec<(i64, i64)> = task
@@ -236,9 +242,12 @@ pub(crate) fn created_dag(
             tags: task.tags.clone(),
             idempotency_key: task.idempotency_key.clone(),
             claimed_by: task.claim.as_ref().map(|c| c.orchestrator_id.clone()),
-            claim_expires_at: task.claim.as_ref().map(|c| c.expires_at),
-            created_at: task.now,
-            updated_at: task.now,
+            claim_expires_at: task
+                .claim
+                .as_ref()
+                .map(|c| crate::core::stored_time(c.expires_at)),
+            created_at: now,
+            updated_at: now,
             completed_at: None,
         },
         steps,

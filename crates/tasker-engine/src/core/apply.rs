@@ -66,7 +66,7 @@ impl EngineCore {
         let mut resync = Vec::new();
         for set in book.task_sets {
             if applied_sets.contains(&set.set) {
-                self.apply_task_set(set, now);
+                self.apply_task_set(set, book.now, now);
             } else {
                 let refusals = applied
                     .refused
@@ -177,7 +177,13 @@ impl EngineCore {
     }
 
     /// Applies a committed change set to memory.
-    pub(super) fn apply_task_set(&mut self, set: TaskSet, now: DateTime<Utc>) {
+    /// `written_at` is the time the commit wrote on the rows; `now` the time it answered.
+    pub(super) fn apply_task_set(
+        &mut self,
+        set: TaskSet,
+        written_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
         let task_id = set.task_id;
         let mut ended: Vec<(Uuid, i64, Option<StepStatus>, Option<BatchEndCause>)> = Vec::new();
         let mut events = Vec::new();
@@ -203,6 +209,8 @@ impl EngineCore {
                 step.backoff_until = t.backoff_until;
                 step.in_flight = None;
                 step.deadline = None;
+                step.stored_deadline = None;
+                step.updated_at = stored_time(written_at);
                 step.worker = None;
                 step.busy = Busy::Idle;
                 if t.state == StepState::Complete {

@@ -77,6 +77,8 @@ pub(crate) struct CommitBook {
     /// tasks) to answer.
     pub(super) created: Vec<tasker_store::NewTask>,
     pub(super) creations: Vec<(crate::core::Creation, usize)>,
+    /// The time the transaction writes on its rows.
+    pub(super) now: DateTime<Utc>,
 }
 
 /// A batch completion in a commit, noted on the batch once its change set applied.
@@ -210,6 +212,7 @@ impl EngineCore {
             return;
         }
         book.batch_ids = batches.iter().map(|b| b.batch_uuid).collect();
+        book.now = now;
         book.creations = creations;
         book.created.clone_from(&tasks);
         self.commit_in_flight = true;
@@ -1000,6 +1003,10 @@ mod tests {
             worker: None,
             busy: Busy::Idle,
             ready_since: None,
+            created_at: DateTime::UNIX_EPOCH,
+            updated_at: DateTime::UNIX_EPOCH,
+            last_attempted_at: None,
+            stored_deadline: None,
         }
     }
 

@@ -307,8 +307,14 @@ impl EngineCore {
             metadata: None,
             steps: record_steps,
         };
-        self.pending_batches
-            .insert(batch_id, PendingBatch { worker_id, steps });
+        self.pending_batches.insert(
+            batch_id,
+            PendingBatch {
+                worker_id,
+                steps,
+                planned_at: now,
+            },
+        );
         self.unrecorded.push(params);
     }
 
@@ -414,10 +420,15 @@ impl EngineCore {
                         .map_or(default_timeout, Duration::from_millis);
                     let deadline = now + delta(timeout) + delta(grace);
                     step.deadline = Some(deadline);
+                    let stored_now = stored_time(pending.planned_at);
+                    step.last_attempted_at = Some(stored_now);
+                    step.updated_at = stored_now;
+                    step.stored_deadline = Some(stored_now + delta(timeout));
                     self.deadlines
                         .push(Reverse((deadline, step.step_id, batch_id)));
                     if task.state == TaskState::Pending {
                         task.state = TaskState::InProgress;
+                        task.record.updated_at = stored_now;
                     }
                     self.actions
                         .push(Action::Publish(crate::events::EngineEvent::StepChanged {

@@ -107,6 +107,8 @@ pub(crate) struct PendingBatch {
     worker_id: Option<String>,
     /// `(task, step index, request)`, in batch order.
     steps: Vec<(i64, usize, StepRequest)>,
+    /// When it was planned: the time its record writes on its rows.
+    planned_at: DateTime<Utc>,
 }
 
 /// A waiter for a task's end.
@@ -347,6 +349,11 @@ pub(crate) fn adopt_into_batch(
         batch.steps.push(step);
         batch.open.insert(step.step_id);
     }
+}
+
+/// `time` as the store keeps it: whole milliseconds.
+pub(crate) fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(time.timestamp_millis()).unwrap_or(time)
 }
 
 /// A std duration as a chrono delta (saturating).

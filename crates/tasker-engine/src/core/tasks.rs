@@ -17,6 +17,11 @@ use crate::task::TaskOutcome;
 use super::*;
 
 impl EngineCore {
+    /// A held task as the store holds it, from memory (`None`: not held).
+    pub(crate) fn snapshot(&self, task_id: i64) -> Option<TaskDag> {
+        self.tasks.get(&task_id).map(TaskRuntime::snapshot)
+    }
+
     /// Asks for a claim round (coalesced with one in flight).
     pub(crate) fn request_claim(&mut self) {
         if self.shutting_down {
