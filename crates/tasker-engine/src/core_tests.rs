@@ -620,7 +620,7 @@ fn a_failed_send_requeues_the_steps_and_an_unreachable_worker_is_dropped() {
         .find(|c| c.step_id == 11)
         .unwrap();
     assert_eq!(change.to_state, StepState::Pending);
-    assert_eq!(change.event, "requeue");
+    assert_eq!(change.event, tasker_core::state::StepEvent::Requeue);
     let failed = params
         .changes
         .iter()

@@ -247,7 +247,7 @@ pub struct StepChange {
     /// in-flight batch.
     pub to_state: StepState,
     /// Event name recorded on the transition.
-    pub event: String,
+    pub event: tasker_core::state::StepEvent,
     /// Metadata recorded on the transition.
     pub metadata: Option<Value>,
     /// New results (`None` keeps the stored ones).
@@ -268,7 +268,7 @@ pub struct TaskChange {
     /// The new state.
     pub to_state: TaskState,
     /// Event name recorded on the transition.
-    pub event: String,
+    pub event: tasker_core::state::TaskEvent,
     /// Metadata recorded on the transition.
     pub metadata: Option<Value>,
 }
@@ -283,7 +283,7 @@ pub struct BatchChange {
     /// The new state.
     pub to_state: BatchState,
     /// Event name recorded on the transition.
-    pub event: String,
+    pub event: tasker_core::state::BatchEvent,
     /// Metadata recorded on the transition.
     pub metadata: Option<Value>,
 }

@@ -8,7 +8,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
-use tasker_core::state::{BatchState, StateMachine, StepState, TaskState, Transition};
+use tasker_core::state::{
+    BatchState, StateMachine, StepEvent, StepState, TaskEvent, TaskState, Transition,
+};
 use uuid::Uuid;
 
 use crate::error::{ChangeTarget, Refusal, RefusalReason, StoreError};
@@ -264,7 +266,7 @@ pub(crate) fn plan_changes(
                     entity_id: step.step_id,
                     from_state: Some(step.state.as_str()),
                     to_state: change.to_state.as_str(),
-                    event: change.event.clone(),
+                    event: change.event.as_str().to_owned(),
                     metadata: change.metadata.clone(),
                     sort_key: step.last_sort_key,
                     most_recent: false,
@@ -316,7 +318,7 @@ pub(crate) fn plan_changes(
                 entity_id: task.task_id,
                 from_state: Some(task.state.as_str()),
                 to_state: change.to_state.as_str(),
-                event: change.event.clone(),
+                event: change.event.as_str().to_owned(),
                 metadata: change.metadata.clone(),
                 sort_key: task.last_sort_key,
                 most_recent: false,
@@ -360,7 +362,7 @@ pub(crate) fn plan_changes(
                 entity_id: batch.batch_id,
                 from_state: Some(batch.state.as_str()),
                 to_state: change.to_state.as_str(),
-                event: change.event.clone(),
+                event: change.event.as_str().to_owned(),
                 metadata: change.metadata.clone(),
                 sort_key: batch.last_sort_key,
                 most_recent: false,
@@ -627,7 +629,7 @@ pub(crate) fn plan_batch(
             entity_id: step.step_id,
             from_state: Some(step.state.as_str()),
             to_state: StepState::InProgress.as_str(),
-            event: "dispatched".to_owned(),
+            event: StepEvent::Dispatch.as_str().to_owned(),
             metadata: Some(serde_json::json!({
                 "batch_uuid": batch_uuid.to_string(),
                 "attempt": attempt,
@@ -640,7 +642,7 @@ pub(crate) fn plan_batch(
                 entity_id: task.task_id,
                 from_state: Some(TaskState::Pending.as_str()),
                 to_state: TaskState::InProgress.as_str(),
-                event: "first_step_dispatched".to_owned(),
+                event: TaskEvent::Start.as_str().to_owned(),
                 metadata: Some(serde_json::json!({ "batch_uuid": batch_uuid.to_string() })),
                 sort_key: task.last_sort_key + 1,
                 most_recent: true,
@@ -840,7 +842,7 @@ mod tests {
             expect_state: StepState::InProgress,
             expect_batch: Some(batch),
             to_state: StepState::Complete,
-            event: "completed".into(),
+            event: StepEvent::Succeed,
             metadata: None,
             results: Some(serde_json::json!({"ok": id})),
             error: None,
@@ -928,14 +930,14 @@ mod tests {
                     task_id: 5,
                     expect_state: TaskState::Pending,
                     to_state: TaskState::InProgress,
-                    event: "start".into(),
+                    event: TaskEvent::Start,
                     metadata: None,
                 },
                 TaskChange {
                     task_id: 5,
                     expect_state: TaskState::InProgress,
                     to_state: TaskState::Complete,
-                    event: "finish".into(),
+                    event: TaskEvent::Complete,
                     metadata: None,
                 },
             ],

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tasker_core::backoff::{next_retry_delay, retry_at};
-use tasker_core::state::{BatchEvent, BatchState, StepState, TaskState};
+use tasker_core::state::{BatchEvent, BatchState, StepEvent, StepState, TaskState};
 use tasker_protocol::{BatchCompletion, PartialResult, ResultKey, StepStatus, StepSummary};
 use tasker_store::{BatchChange, ChangeSet, LedgerEntry, StepChange, TaskChange, TransitionsApply};
 use tasker_transport::PeerId;
@@ -299,7 +299,7 @@ impl EngineCore {
                     task_id,
                     expect_state: task.state,
                     to_state: f.to,
-                    event: f.event.as_str().to_owned(),
+                    event: f.event,
                     metadata: Some(f.metadata()),
                 })
                 .collect();
@@ -365,7 +365,7 @@ impl EngineCore {
                             batch_uuid: batch_id,
                             expect_state: *state,
                             to_state: transition.target(),
-                            event: event.as_str().to_owned(),
+                            event,
                             metadata,
                         });
                         *state = transition.target();
@@ -627,7 +627,7 @@ impl EngineCore {
             expect_state: StepState::InProgress,
             expect_batch: Some(batch_id),
             to_state: StepState::Pending,
-            event: "requeue".to_owned(),
+            event: StepEvent::Requeue,
             metadata: Some(json!({ "batch_id": batch_id, "reason": cause })),
             results: None,
             error: None,
@@ -692,7 +692,7 @@ pub(super) fn result_change(
                 expect_state: StepState::InProgress,
                 expect_batch: Some(result.batch_id),
                 to_state: StepState::Complete,
-                event: "succeed".to_owned(),
+                event: StepEvent::Succeed,
                 metadata: Some(metadata),
                 results: Some(result.output.clone()),
                 error: None,
@@ -757,7 +757,7 @@ pub(super) fn result_change(
                     expect_state: StepState::InProgress,
                     expect_batch: Some(result.batch_id),
                     to_state: StepState::Error,
-                    event: "fail".to_owned(),
+                    event: StepEvent::Fail,
                     metadata: Some(metadata),
                     results: None,
                     error: Some(error_json.clone()),
@@ -814,7 +814,7 @@ pub(super) fn loss_change(
             expect_state: StepState::InProgress,
             expect_batch: Some(batch_id),
             to_state: StepState::Error,
-            event: "fail".to_owned(),
+            event: StepEvent::Fail,
             metadata: Some(json!({
                 "batch_id": batch_id,
                 "attempt": step.attempts,

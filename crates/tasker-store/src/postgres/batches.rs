@@ -181,7 +181,14 @@ async fn write_batches(conn: &mut PgConnection, plan: &BatchesPlan) -> FailResul
                 entity_id: *ids.get(&b.batch_uuid)?,
                 from_state: None,
                 to_state: b.state.as_str(),
-                event: "recorded".to_owned(),
+                event: match b.state {
+                    // Recorded as handed to the transport: the `publish` of the state machine.
+                    tasker_core::state::BatchState::Published => {
+                        tasker_core::state::BatchEvent::Publish.as_str().to_owned()
+                    }
+                    // A batch's first row, as for tasks and steps.
+                    _ => "created".to_owned(),
+                },
                 metadata: b.worker_id.as_ref().map(|w| json!({ "worker_id": w })),
                 sort_key: 1,
                 most_recent: true,

@@ -1,6 +1,6 @@
 //! Cases: readiness, recording batches (dispatch), batch↔step join across retries.
 
-use tasker_core::state::{BatchState, StepState, TaskState};
+use tasker_core::state::{BatchState, StepEvent, StepState, TaskEvent, TaskState};
 use tasker_store::{
     BatchRecord, BatchStep, ChangeTarget, RefusalReason, StepChange, StepsReady, StoreError,
     TaskChange, TransitionsApply, TransitionsOf,
@@ -40,7 +40,7 @@ pub async fn ready_steps_follow_dependencies(h: &mut Harness) {
             expect_state: StepState::Pending,
             expect_batch: None,
             to_state: StepState::ResolvedManually,
-            event: "resolve_manually".into(),
+            event: StepEvent::ResolveManually,
             metadata: None,
             results: Some(serde_json::json!({ "by": "ops" })),
             error: None,
@@ -157,7 +157,7 @@ pub async fn ready_steps_filter_by_task_and_skip_finished_tasks(h: &mut Harness)
                     task_id: three.task_id,
                     expect_state: TaskState::Pending,
                     to_state: TaskState::Cancelled,
-                    event: "cancel".into(),
+                    event: TaskEvent::Cancel,
                     metadata: None,
                 }],
                 ..Default::default()
@@ -474,7 +474,7 @@ pub async fn batch_record_leaves_out_stale_steps(h: &mut Harness) {
                 task_id: done.task_id,
                 expect_state: TaskState::Pending,
                 to_state: TaskState::Cancelled,
-                event: "cancel".into(),
+                event: TaskEvent::Cancel,
                 metadata: None,
             }],
             ..Default::default()
@@ -502,7 +502,7 @@ pub async fn a_step_appears_in_many_batches_across_retries(h: &mut Harness) {
     apply(
         s,
         vec![StepChange {
-            event: "timed_out".into(),
+            event: StepEvent::Fail,
             ..finish(a, first, StepState::Error)
         }],
         t(2),

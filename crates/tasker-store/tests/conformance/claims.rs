@@ -142,7 +142,7 @@ pub async fn leases_expire_renew_and_release(h: &mut Harness) {
                 task_id: ids[0],
                 expect_state: TaskState::Pending,
                 to_state: TaskState::Cancelled,
-                event: "cancel".into(),
+                event: tasker_core::state::TaskEvent::Cancel,
                 metadata: None,
             }],
             ..ChangeSet::default()

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tasker_core::backoff::BackoffPolicy;
-use tasker_core::state::{BatchState, StepState};
+use tasker_core::state::{BatchState, StepEvent, StepState};
 use tasker_store::{
     BatchRecord, BatchRecorded, BatchStep, ChangeSet, NewStep, NewTask, StepChange, Store,
     TransitionsApplied, TransitionsApply,
@@ -101,7 +101,14 @@ pub fn finish(step_id: i64, batch: Uuid, to: StepState) -> StepChange {
         expect_state: StepState::InProgress,
         expect_batch: Some(batch),
         to_state: to,
-        event: format!("worker_{to}"),
+        event: match to {
+            StepState::Complete => StepEvent::Succeed,
+            StepState::Error => StepEvent::Fail,
+            StepState::Pending => StepEvent::Requeue,
+            StepState::Cancelled => StepEvent::Cancel,
+            StepState::ResolvedManually => StepEvent::ResolveManually,
+            StepState::InProgress => StepEvent::Dispatch,
+        },
         metadata: Some(json!({ "batch": batch.to_string() })),
         results: (to == StepState::Complete).then(|| json!({ "done": step_id })),
         error: (to == StepState::Error).then(|| json!({ "message": "boom" })),

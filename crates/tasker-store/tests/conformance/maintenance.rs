@@ -131,7 +131,7 @@ pub async fn batches_of_gone_workers_are_orphaned(h: &mut Harness) {
                 batch_uuid: batches[1],
                 expect_state: BatchState::Published,
                 to_state: BatchState::Failed,
-                event: "worker_lost".into(),
+                event: tasker_core::state::BatchEvent::Fail,
                 metadata: None,
             }],
             ..Default::default()

@@ -1,7 +1,7 @@
 //! Cases: group commit of many results, compare-and-set refusals, history.
 
 use serde_json::json;
-use tasker_core::state::{BatchState, StepState, TaskState};
+use tasker_core::state::{BatchEvent, BatchState, StepEvent, StepState, TaskEvent, TaskState};
 use tasker_store::{
     BatchChange, ChangeSet, ChangeTarget, RefusalReason, StepChange, StoreError, TaskChange,
     TransitionsApply, TransitionsOf,
@@ -67,7 +67,7 @@ pub async fn group_commit_applies_many_results(h: &mut Harness) {
             assert_eq!(history.len(), 3);
             assert_eq!(history[2].from_state.as_deref(), Some("in_progress"));
             assert_eq!(history[2].to_state, "complete");
-            assert_eq!(history[2].event, "worker_complete");
+            assert_eq!(history[2].event, "succeed");
             assert_eq!(
                 history[2].metadata,
                 Some(json!({ "batch": batch.to_string() }))
@@ -113,7 +113,7 @@ pub async fn stale_and_conflicting_changes_are_refused_whole(h: &mut Harness) {
                         task_id: task.task_id,
                         expect_state: TaskState::Complete,
                         to_state: TaskState::Error,
-                        event: "bogus".into(),
+                        event: TaskEvent::Fail,
                         metadata: None,
                     }],
                     ..ChangeSet::default()
@@ -142,14 +142,14 @@ pub async fn stale_and_conflicting_changes_are_refused_whole(h: &mut Harness) {
                         batch_uuid: Uuid::new_v4(),
                         expect_state: BatchState::Published,
                         to_state: BatchState::Completed,
-                        event: "x".into(),
+                        event: BatchEvent::Complete,
                         metadata: None,
                     }],
                     tasks: vec![TaskChange {
                         task_id: 777_777,
                         expect_state: TaskState::Pending,
                         to_state: TaskState::Cancelled,
-                        event: "x".into(),
+                        event: TaskEvent::Cancel,
                         metadata: None,
                     }],
                     ..ChangeSet::default()
@@ -236,7 +236,7 @@ pub async fn all_or_nothing_writes_nothing_on_conflict(h: &mut Harness) {
                         task_id: task.task_id,
                         expect_state: TaskState::Pending,
                         to_state: TaskState::Cancelled,
-                        event: "cancel".into(),
+                        event: TaskEvent::Cancel,
                         metadata: None,
                     }],
                     ..ChangeSet::default()
@@ -278,7 +278,7 @@ pub async fn entering_in_progress_needs_a_batch(h: &mut Harness) {
             expect_state: StepState::Pending,
             expect_batch: None,
             to_state: StepState::InProgress,
-            event: "sneak".into(),
+            event: StepEvent::Dispatch,
             metadata: None,
             results: None,
             error: None,
@@ -299,7 +299,7 @@ pub async fn entering_in_progress_needs_a_batch(h: &mut Harness) {
             expect_state: StepState::Pending,
             expect_batch: None,
             to_state: StepState::Cancelled,
-            event: "cancel".into(),
+            event: StepEvent::Cancel,
             metadata: None,
             results: None,
             error: None,
@@ -330,7 +330,7 @@ pub async fn task_and_batch_transitions_keep_history(h: &mut Harness) {
                     task_id: task.task_id,
                     expect_state: TaskState::InProgress,
                     to_state: TaskState::Complete,
-                    event: "all_steps_complete".into(),
+                    event: TaskEvent::Complete,
                     metadata: Some(json!({ "steps": 1 })),
                 }],
                 batches: vec![
@@ -338,14 +338,14 @@ pub async fn task_and_batch_transitions_keep_history(h: &mut Harness) {
                         batch_uuid: batch,
                         expect_state: BatchState::Published,
                         to_state: BatchState::Executing,
-                        event: "first_result".into(),
+                        event: BatchEvent::ReceiveResult,
                         metadata: None,
                     },
                     BatchChange {
                         batch_uuid: batch,
                         expect_state: BatchState::Executing,
                         to_state: BatchState::Completed,
-                        event: "batch_completion".into(),
+                        event: BatchEvent::Complete,
                         metadata: None,
                     },
                 ],
@@ -408,7 +408,7 @@ pub async fn requeue_does_not_count_an_attempt(h: &mut Harness) {
     let applied = crate::fixtures::apply(
         s,
         vec![StepChange {
-            event: "requeue".into(),
+            event: StepEvent::Requeue,
             ..finish(a, batch, StepState::Pending)
         }],
         t(2),
@@ -448,7 +448,7 @@ pub async fn transitions_outside_the_state_machine_are_refused(h: &mut Harness) 
                         expect_state: StepState::Complete,
                         expect_batch: None,
                         to_state: StepState::Pending,
-                        event: "rewind".into(),
+                        event: StepEvent::Requeue,
                         metadata: None,
                         results: None,
                         error: None,
@@ -462,7 +462,7 @@ pub async fn transitions_outside_the_state_machine_are_refused(h: &mut Harness) 
                         task_id: task.task_id,
                         expect_state: TaskState::InProgress,
                         to_state: TaskState::Pending,
-                        event: "rewind".into(),
+                        event: TaskEvent::Reopen,
                         metadata: None,
                     }],
                     ..ChangeSet::default()
@@ -475,14 +475,14 @@ pub async fn transitions_outside_the_state_machine_are_refused(h: &mut Harness) 
                             batch_uuid: batch,
                             expect_state: BatchState::Published,
                             to_state: BatchState::Executing,
-                            event: "receive_result".into(),
+                            event: BatchEvent::ReceiveResult,
                             metadata: None,
                         },
                         BatchChange {
                             batch_uuid: batch,
                             expect_state: BatchState::Executing,
                             to_state: BatchState::Executing,
-                            event: "receive_result".into(),
+                            event: BatchEvent::ReceiveResult,
                             metadata: None,
                         },
                     ],
