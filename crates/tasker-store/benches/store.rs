@@ -8,7 +8,8 @@
 //!   `published → executing → completed` with a batch completion each, and the N children thus
 //!   made ready dispatched in the same transaction (`batches`): N = 1 (a handoff under light
 //!   load: one result, one batch) and N = 50 (8 batches in, 8 out). Results per second; what puts
-//!   the parents in flight is not timed;
+//!   the parents in flight is not timed. Each commit's latency is also kept, and its p50/p90/p99
+//!   printed after the case (criterion itself reports means);
 //! - `ready_steps_100k`: `steps_ready` (limit 1000) on a database holding 100 000 diamond tasks,
 //!   90 % finished and 10 % with their first step done (so 20 000 steps are ready).
 //!
@@ -436,11 +437,15 @@ fn bench_group_commit(c: &mut Criterion, rt: &Runtime, targets: &[Target]) {
     for target in targets {
         let store = rt.block_on(connect(&(target.fresh)("group"))).unwrap();
         for n in [1_usize, 50] {
+            // Every commit's latency, warm-up included, for the percentiles printed below.
+            let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
             group.throughput(Throughput::Elements(n as u64));
             group.bench_with_input(BenchmarkId::new(target.name, n), &n, |b, &n| {
                 let store = Arc::clone(&store);
+                let latencies = Arc::clone(&latencies);
                 b.to_async(rt).iter_custom(move |iters| {
                     let store = Arc::clone(&store);
+                    let latencies = Arc::clone(&latencies);
                     async move {
                         let mut pool = Vec::new();
                         let mut total = Duration::ZERO;
@@ -449,7 +454,9 @@ fn bench_group_commit(c: &mut Criterion, rt: &Runtime, targets: &[Target]) {
                             let params = group_commit(&groups);
                             let started = Instant::now();
                             let applied = store.transitions_apply(params).await.unwrap();
-                            total += started.elapsed();
+                            let took = started.elapsed();
+                            total += took;
+                            latencies.lock().unwrap().push(took);
                             assert_eq!(applied.applied.len(), n + groups.len());
                             assert_eq!(applied.batches.len(), groups.len());
                             assert!(applied.batches.iter().all(|b| b.refused.is_empty()));
@@ -458,10 +465,35 @@ fn bench_group_commit(c: &mut Criterion, rt: &Runtime, targets: &[Target]) {
                     }
                 });
             });
+            print_percentiles(
+                &format!("group_commit/{}/{n}", target.name),
+                &mut latencies.lock().unwrap(),
+            );
         }
         rt.block_on(store.close());
     }
     group.finish();
+}
+
+/// Prints p50/p90/p99 of the commits measured (criterion reports means); nothing when the
+/// benchmark was filtered out.
+fn print_percentiles(name: &str, latencies: &mut [Duration]) {
+    if latencies.is_empty() {
+        return;
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i].as_secs_f64() * 1e6
+    };
+    eprintln!(
+        "{name}: {} commits, p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+        latencies.len(),
+        at(0.50),
+        at(0.90),
+        at(0.99),
+        at(1.0)
+    );
 }
 
 /// Seeds the 100k-task database once: bulk creation, then one UPDATE per table for the states.
