@@ -35,7 +35,8 @@
 //!   [`StoreError::Unavailable`](crate::StoreError::Unavailable).
 //!
 //! A caller that stops waiting (its future dropped) does not cancel a write already sent: it
-//! commits or fails as it would have, only the answer is lost. The engine never drops one.
+//! commits or fails as it would have, only the answer is lost. The engine makes its store calls
+//! in spawned tasks, which run to the end.
 //!
 //! SQL text is the PostgreSQL backend's twin where the dialects allow; bulk statements take
 //! their rows as one JSON text parameter read with `json_each`, so a group is a fixed number of
