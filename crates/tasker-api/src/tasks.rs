@@ -18,15 +18,7 @@ pub(crate) async fn create(
     State(engine): State<EngineHandle>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            }
-        } else {
-            ApiError::UnreadableBody(rejection.body_text())
-        }
-    })?;
+    let body = read_body(body)?;
     let request = parse_create_task(&body)?;
     let created = engine
         .initialize_task(request)
@@ -50,15 +42,7 @@ pub(crate) async fn create_many(
     State(engine): State<EngineHandle>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            }
-        } else {
-            ApiError::UnreadableBody(rejection.body_text())
-        }
-    })?;
+    let body = read_body(body)?;
     let requests = parse_create_tasks(&body)?;
     let templates = engine.templates();
     for (index, request) in requests.iter().enumerate() {
@@ -77,6 +61,19 @@ pub(crate) async fn create_many(
         StatusCode::OK
     };
     Ok((status, Json(serde_json::json!({ "tasks": views }))).into_response())
+}
+
+/// The request body, or the error its rejection stands for (too large, unreadable).
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+        } else {
+            ApiError::UnreadableBody(rejection.body_text())
+        }
+    })
 }
 
 /// Longest `wait_ms` a client may ask for, in milliseconds (one minute: below the idle timeouts

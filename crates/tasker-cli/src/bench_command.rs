@@ -161,26 +161,16 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.soak {
         return run_soak(args);
     }
-    let (templates, template) = load_template(&args.template)?;
-    let worker_mode = if args.worker_processes {
-        WorkerMode::Processes
-    } else {
-        WorkerMode::InProcess
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("tasker-bench-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    let endpoint = resolve_endpoint(&args.endpoint, dir.path(), worker_mode)?;
-    let database_url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("bench.db").display()));
-    let durability = durability_of(&database_url)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let Setup {
+        templates,
+        template,
+        worker_mode,
+        dir,
+        endpoint,
+        database_url,
+        durability,
+        runtime,
+    } = Setup::of(args)?;
     let outcome = runtime.block_on(measure(
         args,
         templates,
@@ -272,28 +262,66 @@ fn run_soak(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// What every engine-in-process mode starts from: the template, the workers' kind, a temporary
+/// directory, the endpoint, the database and a runtime.
+struct Setup {
+    templates: TemplateRegistry,
+    template: Arc<TaskTemplate>,
+    worker_mode: WorkerMode,
+    dir: tempfile::TempDir,
+    endpoint: String,
+    database_url: String,
+    durability: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Setup {
+    fn of(args: &BenchArgs) -> anyhow::Result<Self> {
+        let (templates, template) = load_template(&args.template)?;
+        let worker_mode = if args.worker_processes {
+            WorkerMode::Processes
+        } else {
+            WorkerMode::InProcess
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("tasker-bench-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let endpoint = resolve_endpoint(&args.endpoint, dir.path(), worker_mode)?;
+        let database_url = args
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("bench.db").display()));
+        let durability = durability_of(&database_url)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        Ok(Self {
+            templates,
+            template,
+            worker_mode,
+            dir,
+            endpoint,
+            database_url,
+            durability,
+            runtime,
+        })
+    }
+}
+
 /// `tasker bench --http`: see [`crate::bench::http_load`].
 fn run_http(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let (templates, template) = load_template(&args.template)?;
-    let worker_mode = if args.worker_processes {
-        WorkerMode::Processes
-    } else {
-        WorkerMode::InProcess
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("tasker-bench-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    let endpoint = resolve_endpoint(&args.endpoint, dir.path(), worker_mode)?;
-    let database_url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("bench.db").display()));
-    let durability = durability_of(&database_url)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let Setup {
+        templates,
+        template,
+        worker_mode,
+        dir,
+        endpoint,
+        database_url,
+        durability,
+        runtime,
+    } = Setup::of(args)?;
     let report = runtime.block_on(async {
         let store = tasker_store::connect(&database_url)
             .await
