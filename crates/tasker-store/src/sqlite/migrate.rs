@@ -8,11 +8,18 @@ use super::rows::{self, execute, query_opt};
 use crate::migration::{Migration, check_not_newer, newest, pending};
 
 /// Every SQLite migration, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial schema",
-    sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial schema",
+        sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "drop indexes nothing in production reads",
+        sql: include_str!("../../migrations/sqlite/0002_drop_unread_indexes.sql"),
+    },
+];
 
 /// The newest version this build knows.
 pub(crate) const SUPPORTED_VERSION: i64 = newest(MIGRATIONS);

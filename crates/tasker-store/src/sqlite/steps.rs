@@ -56,8 +56,8 @@ macro_rules! ready_conditions {
 /// Steps that can be dispatched now (see [`crate::Store::steps_ready`]).
 pub(crate) fn steps_ready(conn: &Connection, params: &StepsReady) -> FailResult<Vec<ReadyStep>> {
     let limit = page_size(params.limit, 1000, 10_000);
-    // Without a task filter the scan must follow the candidate index (ordered by step id, so it
-    // stops at the limit); newer SQLite planners otherwise pick the state index and sort.
+    // Without a task filter this scans the steps in id order up to the limit: no index serves it
+    // since schema 2 (the engine never calls it; the candidate index cost every step update).
     let sql = match &params.task_ids {
         Some(_) => concat!(
             "SELECT s.step_id, s.task_id, s.name, s.handler_class, s.state, s.attempts
@@ -68,7 +68,7 @@ pub(crate) fn steps_ready(conn: &Connection, params: &StepsReady) -> FailResult<
         ),
         None => concat!(
             "SELECT s.step_id, s.task_id, s.name, s.handler_class, s.state, s.attempts
-             FROM tasker_workflow_steps s INDEXED BY tasker_steps_candidates
+             FROM tasker_workflow_steps s
              WHERE ?2 IS NULL AND ",
             ready_conditions!(),
             " ORDER BY s.step_id LIMIT ?4"
