@@ -11,13 +11,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 run_rust_tests() {
+  # Runs in a fresh `bash -c` (through with-postgres.sh) without this script's `set -e`: every
+  # failure is counted explicitly, so a failing test fails the run.
+  local status=0
   if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast
+    cargo nextest run --workspace --no-fail-fast || status=1
   else
     echo "note: cargo-nextest not found; using cargo test (slower, same tests)" >&2
-    cargo test --workspace --no-fail-fast --lib --bins --tests
+    cargo test --workspace --no-fail-fast --lib --bins --tests || status=1
   fi
-  cargo test --workspace --doc
+  cargo test --workspace --doc || status=1
+  return $status
 }
 
 if [ -x scripts/with-postgres.sh ]; then
