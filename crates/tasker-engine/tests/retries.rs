@@ -87,7 +87,7 @@ async fn retries_respect_backoff(db: &TestDb) {
         }}),
     )
     .await;
-    let state = run_on_manual_clock(&mut events, &clock, task_id).await;
+    let state = run_on_manual_clock(&engine, &mut events, &clock, task_id).await;
     assert_eq!(state, TaskState::Complete);
     assert_previous_results_match_ancestors(&engine, task_id).await;
 
@@ -214,7 +214,7 @@ async fn exhausted_retries_fail_the_task(db: &TestDb) {
     )
     .await;
     assert_eq!(
-        run_on_manual_clock(&mut events, &clock, task_id).await,
+        run_on_manual_clock(&engine, &mut events, &clock, task_id).await,
         TaskState::Error
     );
     let outcome = guarded("the chain", engine.handle(task_id)).await.unwrap();
@@ -264,7 +264,7 @@ async fn a_timed_out_step_is_retried(db: &TestDb) {
     )
     .await;
     assert_eq!(
-        run_on_manual_clock(&mut events, &clock, task_id).await,
+        run_on_manual_clock(&engine, &mut events, &clock, task_id).await,
         TaskState::Error
     );
     let outcome = guarded("the task", engine.handle(task_id)).await.unwrap();

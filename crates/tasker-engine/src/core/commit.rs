@@ -175,7 +175,7 @@ impl EngineCore {
                     batch_id,
                     step_id,
                     cause,
-                } => self.book_requeue(&mut draft, batch_id, step_id, cause, now),
+                } => self.book_requeue(&mut draft, batch_id, step_id, cause),
                 CommitItem::Finalize { task_id } => {
                     draft.finalize_only.insert(task_id);
                 }
@@ -490,6 +490,7 @@ impl EngineCore {
         touch.receive_result = true;
         touch.reported.insert(result.step_id, result.status);
     }
+
     /// A batch completion: its ledger entry, reconciled with the partial results.
     #[allow(clippy::too_many_arguments)]
     fn book_completion(
@@ -559,8 +560,21 @@ impl EngineCore {
         }
         touch.completion = Some((completion.step_summaries, result_index, ledger_index));
     }
+
+    /// The step of an attempt still open in `batch_id` and not being changed already, marked as
+    /// changing in this group: `(task id, step index)`. `None` when its attempt is over or another
+    /// change of it is under way (that change wins; this one is dropped).
+    fn take_open_attempt(&mut self, batch_id: Uuid, step_id: i64) -> Option<(i64, usize)> {
+        let (task_id, index) = self.step_index.get(&step_id).copied()?;
+        let step = &mut self.tasks.get_mut(&task_id)?.steps[index];
+        if step.in_flight != Some(batch_id) || step.busy != Busy::Idle {
+            return None;
+        }
+        step.busy = Busy::Committing;
+        Some((task_id, index))
+    }
+
     /// An attempt that ended without a result: failed (retryable unless the cause says not).
-    #[allow(clippy::too_many_arguments)]
     fn book_loss(
         &mut self,
         draft: &mut GroupDraft,
@@ -569,17 +583,13 @@ impl EngineCore {
         cause: LossCause,
         now: DateTime<Utc>,
     ) {
-        let Some((task_id, index)) = self.step_index.get(&step_id).copied() else {
+        let Some((task_id, index)) = self.take_open_attempt(batch_id, step_id) else {
             return;
         };
         let Some(task) = self.tasks.get_mut(&task_id) else {
             return;
         };
         let step = &mut task.steps[index];
-        if step.in_flight != Some(batch_id) || step.busy != Busy::Idle {
-            return;
-        }
-        step.busy = Busy::Committing;
         let policy = step.backoff.unwrap_or(self.options.default_backoff);
         let backoff = Backoff {
             policy,
@@ -601,27 +611,22 @@ impl EngineCore {
             cause,
         });
     }
+
     /// An attempt that never reached its worker: back to `pending`, not counted.
-    #[allow(clippy::too_many_arguments)]
     fn book_requeue(
         &mut self,
         draft: &mut GroupDraft,
         batch_id: Uuid,
         step_id: i64,
         cause: &'static str,
-        _now: DateTime<Utc>,
     ) {
-        let Some((task_id, index)) = self.step_index.get(&step_id).copied() else {
+        let Some((task_id, index)) = self.take_open_attempt(batch_id, step_id) else {
             return;
         };
         let Some(task) = self.tasks.get_mut(&task_id) else {
             return;
         };
         let step = &mut task.steps[index];
-        if step.in_flight != Some(batch_id) || step.busy != Busy::Idle {
-            return;
-        }
-        step.busy = Busy::Committing;
         let change = StepChange {
             step_id,
             expect_state: StepState::InProgress,

@@ -212,8 +212,11 @@ pub async fn start_engine_manual(
 /// Runs a task on a manual clock to its end: keeps the retry times of the task's failed steps
 /// and moves the clock to the earliest of them whenever it is behind it (one at a time, so each
 /// retry is dispatched at exactly its time); returns the task's final state. Events come from
-/// `events`, subscribed before the task was created.
+/// `events`, subscribed before the task was created. The task's end is also awaited directly,
+/// and when no event came for half a second the retry times are read from the engine instead
+/// (a check that the events are complete: the clock still only moves to a retry time).
 pub async fn run_on_manual_clock(
+    engine: &EngineHandle,
     events: &mut tokio::sync::broadcast::Receiver<tasker_engine::EngineEvent>,
     clock: &tasker_engine::ManualClock,
     task_id: i64,
@@ -221,25 +224,39 @@ pub async fn run_on_manual_clock(
     use tasker_engine::{Clock, EngineEvent};
     guarded("the task on the manual clock", async {
         let mut retries: BTreeMap<i64, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+        let finished = engine.handle(task_id);
+        tokio::pin!(finished);
         loop {
-            match events.recv().await.expect("engine events") {
-                EngineEvent::StepChanged {
-                    task_id: of,
-                    step_id,
-                    backoff_until,
-                    ..
-                } if of == task_id => match backoff_until {
-                    Some(until) => {
-                        retries.insert(step_id, until);
+            tokio::select! {
+                event = events.recv() => match event.expect("engine events") {
+                    EngineEvent::StepChanged {
+                        task_id: of,
+                        step_id,
+                        backoff_until,
+                        ..
+                    } if of == task_id => match backoff_until {
+                        Some(until) => {
+                            retries.insert(step_id, until);
+                        }
+                        None => {
+                            retries.remove(&step_id);
+                        }
+                    },
+                    EngineEvent::TaskFinished { task_id: of, state } if of == task_id => {
+                        return state;
                     }
-                    None => {
-                        retries.remove(&step_id);
-                    }
+                    _ => {}
                 },
-                EngineEvent::TaskFinished { task_id: of, state } if of == task_id => {
-                    return state;
+                outcome = &mut finished => return outcome.expect("the task's outcome").state,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {
+                    let status = engine.task_status(task_id).await.expect("the task's status");
+                    retries = status
+                        .steps
+                        .iter()
+                        .filter(|s| s.state == tasker_core::state::StepState::Error)
+                        .filter_map(|s| s.backoff_until.map(|until| (s.step_id, until)))
+                        .collect();
                 }
-                _ => {}
             }
             if let Some(&earliest) = retries.values().min()
                 && clock.now() < earliest
