@@ -111,7 +111,7 @@ pub(super) struct BatchTouch {
 
 /// A task's steps made ready by the group's tentative outcomes, with the outputs (by step index)
 /// their requests carry in `previous_results`.
-type ChildrenReady = (i64, Vec<usize>, Vec<(usize, Value)>);
+pub(super) type ChildrenReady = (i64, Vec<usize>, Vec<(usize, Value)>);
 
 /// The parts of a group commit being built, item by item.
 #[derive(Debug, Default)]
@@ -203,9 +203,7 @@ impl EngineCore {
         }
         self.plan_task_sets(groups, &mut changes, &mut book, &mut children_to_plan, now);
         self.plan_batch_sets(touched, &mut changes, &mut book);
-        for (task_id, ready, outputs) in children_to_plan {
-            self.plan_children(task_id, &ready, outputs, now);
-        }
+        self.plan_children(children_to_plan, now);
         let batches = self.take_unrecorded();
         let (tasks, creations) = self.take_creations(now);
         if ledger.is_empty() && changes.is_empty() && batches.is_empty() && tasks.is_empty() {

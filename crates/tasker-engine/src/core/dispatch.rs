@@ -44,38 +44,46 @@ impl EngineCore {
         batches
     }
 
-    /// Queues steps that the change sets of the group being built make ready (children of steps
-    /// it completes) and plans their batches at once, so that they are recorded in the same
-    /// transaction as the results that made them ready: one commit per handoff. `results` are the
-    /// tentative outputs of the steps the group completes; they are noted on those steps now
-    /// because the children's requests carry them in `previous_results` (if the store refuses
-    /// the parent's change, it refuses the child's dispatch too, and the task is reloaded).
+    /// Queues the steps that the change sets of the group being built make ready (children of
+    /// steps it completes), for every task of the group, then plans batches once for all of them,
+    /// so that they are recorded in the same transaction as the results that made them ready: one
+    /// commit per handoff. Each entry's outputs are the tentative results of the steps the group
+    /// completes; they are noted on those steps now because the children's requests carry them in
+    /// `previous_results` (if the store refuses the parent's change, it refuses the child's
+    /// dispatch too, and the task is reloaded).
     pub(crate) fn plan_children(
         &mut self,
-        task_id: i64,
-        ready: &[usize],
-        results: Vec<(usize, serde_json::Value)>,
+        ready: Vec<super::commit::ChildrenReady>,
         now: DateTime<Utc>,
     ) {
-        if self.shutting_down || self.paused_until.is_some_and(|until| until > now) {
+        if ready.is_empty()
+            || self.shutting_down
+            || self.paused_until.is_some_and(|until| until > now)
+        {
             return;
         }
-        let Some(task) = self.tasks.get_mut(&task_id) else {
-            return;
-        };
         let mut queued = false;
-        for &index in ready {
-            let step = &mut task.steps[index];
-            if step.busy == Busy::Idle && step.in_flight.is_none() {
-                step.busy = Busy::Queued;
-                self.started_queue.push_back((task_id, index));
+        for (task_id, children, outputs) in ready {
+            let Some(task) = self.tasks.get_mut(&task_id) else {
+                continue;
+            };
+            let mut task_queued = false;
+            for index in children {
+                let step = &mut task.steps[index];
+                if step.busy == Busy::Idle && step.in_flight.is_none() {
+                    step.busy = Busy::Queued;
+                    self.started_queue.push_back((task_id, index));
+                    task_queued = true;
+                }
+            }
+            if task_queued {
+                for (index, output) in outputs {
+                    task.steps[index].results = Some(output);
+                }
                 queued = true;
             }
         }
         if queued {
-            for (index, output) in results {
-                task.steps[index].results = Some(output);
-            }
             self.plan_dispatch(now);
         }
     }
