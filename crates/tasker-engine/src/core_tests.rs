@@ -1020,3 +1020,23 @@ fn steps_of_started_tasks_are_dispatched_before_the_roots_of_waiting_tasks() {
         "first in, first out among started tasks"
     );
 }
+
+#[test]
+fn a_claim_round_read_older_than_memory_does_not_turn_a_held_task_back() {
+    let mut core = ready_core(10);
+    // The recovery round read task 1 before its root was dispatched; the read arrives after.
+    let stale = diamond();
+    let (batch_a, _) = dispatch_one(&mut core, t0());
+    sent_batch(&mut core, batch_a);
+    core.on_tasks_claimed(vec![stale.clone()], t0());
+    let step = &core.tasks[&1].steps[0];
+    assert_eq!(
+        step.state,
+        StepState::InProgress,
+        "memory keeps the dispatch"
+    );
+    assert_eq!(step.in_flight, Some(batch_a));
+    // A resynchronisation (after a refusal) takes the store's word.
+    core.on_tasks_loaded(vec![stale], t0());
+    assert_eq!(core.tasks[&1].steps[0].state, StepState::Pending);
+}

@@ -67,6 +67,8 @@ enum Internal {
         result: Result<TransitionsApplied, StoreError>,
     },
     TasksLoaded(Vec<TaskDag>),
+    /// Tasks read by a claim round (new claims, or recovery after a restart).
+    TasksClaimed(Vec<TaskDag>),
     TasksLoadFailed(Vec<i64>, StoreError),
     ClaimDone(Result<bool, StoreError>),
     LeasesRenewed {
@@ -249,6 +251,7 @@ fn handle_internal(core: &mut EngineCore, event: Internal, now: DateTime<Utc>) {
         Internal::SendFailed { batch_id, error } => core.on_send_failed(batch_id, &error, now),
         Internal::CommitDone { book, result } => core.on_commit_done(*book, result, now),
         Internal::TasksLoaded(dags) => core.on_tasks_loaded(dags, now),
+        Internal::TasksClaimed(dags) => core.on_tasks_claimed(dags, now),
         Internal::TasksLoadFailed(task_ids, error) => {
             for task_id in task_ids {
                 core.on_task_load_failed(task_id, &error);
@@ -311,7 +314,7 @@ impl Shell {
                         claim_tasks(&*store, &orchestrator_id, lease_ms, now, recover).await;
                     match result {
                         Ok((ids, more)) => {
-                            load_tasks(&*store, ids, &internal).await;
+                            load_tasks(&*store, ids, &internal, Internal::TasksClaimed).await;
                             let _ = internal.send(Internal::ClaimDone(Ok(more)));
                         }
                         Err(error) => {
@@ -323,7 +326,9 @@ impl Shell {
             Action::LoadTasks(ids) => {
                 let store = Arc::clone(&self.store);
                 let internal = self.internal.clone();
-                tokio::spawn(async move { load_tasks(&*store, ids, &internal).await });
+                tokio::spawn(async move {
+                    load_tasks(&*store, ids, &internal, Internal::TasksLoaded).await;
+                });
             }
             Action::RenewLeases(ids) => {
                 let store = Arc::clone(&self.store);
@@ -445,8 +450,13 @@ async fn claim_tasks(
     Ok((ids, more))
 }
 
-/// Loads tasks' DAGs, [`LOAD_CHUNK`] tasks per store call, and reports each chunk.
-async fn load_tasks(store: &dyn Store, ids: Vec<i64>, internal: &mpsc::UnboundedSender<Internal>) {
+/// Loads tasks' DAGs, [`LOAD_CHUNK`] tasks per store call, and reports each chunk as `report`.
+async fn load_tasks(
+    store: &dyn Store,
+    ids: Vec<i64>,
+    internal: &mpsc::UnboundedSender<Internal>,
+    report: fn(Vec<TaskDag>) -> Internal,
+) {
     for chunk in ids.chunks(LOAD_CHUNK) {
         match store.tasks_load_dags(chunk.to_vec()).await {
             Ok(loaded) => {
@@ -459,7 +469,7 @@ async fn load_tasks(store: &dyn Store, ids: Vec<i64>, internal: &mpsc::Unbounded
                     let _ = internal.send(Internal::TasksLoadFailed(vec![task_id], error));
                 }
                 if !loaded.is_empty() {
-                    let _ = internal.send(Internal::TasksLoaded(loaded));
+                    let _ = internal.send(report(loaded));
                 }
             }
             Err(error) => {

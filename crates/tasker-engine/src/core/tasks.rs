@@ -64,13 +64,34 @@ impl EngineCore {
         }
     }
 
-    /// Tasks loaded from the store (claimed, recovered or resynchronised).
+    /// Tasks read by a claim round. One the engine holds already (it created it, or an earlier
+    /// round took it on) is left as memory has it: the read may predate changes committed since
+    /// (a dispatch of its roots), and memory is never older than the store for a held task.
+    pub(crate) fn on_tasks_claimed(&mut self, dags: Vec<TaskDag>, now: DateTime<Utc>) {
+        let fresh: Vec<TaskDag> = dags
+            .into_iter()
+            .filter(|dag| !self.tasks.contains_key(&dag.task.task_id))
+            .collect();
+        if !fresh.is_empty() {
+            self.on_tasks_loaded(fresh, now);
+        }
+    }
+
+    /// Tasks loaded from the store: new to the engine, or read again to resynchronise after the
+    /// store refused a change (the store is then the authority).
     pub(crate) fn on_tasks_loaded(&mut self, dags: Vec<TaskDag>, now: DateTime<Utc>) {
         for dag in dags {
             let task_id = dag.task.task_id;
             if !matches!(dag.task.state, TaskState::Pending | TaskState::InProgress) {
                 // Finished meanwhile (by us, or by an operator).
                 let outcome = outcome_of_dag(&dag, now);
+                if self.tasks.contains_key(&task_id) {
+                    // Held until now: subscribers learn its end as from a commit of ours.
+                    self.push(Action::Publish(crate::events::EngineEvent::TaskFinished {
+                        task_id,
+                        state: outcome.state,
+                    }));
+                }
                 self.forget_task(task_id);
                 self.answer_waiters(task_id, &outcome);
                 continue;
